@@ -1,0 +1,25 @@
+"""The errors a user can act on. The CLI prints them in one line and exits non-zero; the server maps them to 4xx."""
+
+
+class DigitcnnError(Exception):
+    """Base class: the message alone must tell the user what is wrong and, where possible, what to do."""
+
+
+class DataError(DigitcnnError):
+    """A data set or data file is missing, truncated, corrupt or of the wrong shape."""
+
+
+class ImageError(DigitcnnError):
+    """An image file cannot be read: not an image, truncated, unsupported format, or too many pixels."""
+
+
+class ImageTooLargeError(ImageError):
+    """An image whose pixel count (or byte size) exceeds the cap; refused before it is decoded."""
+
+
+class NoDigitError(ImageError):
+    """The image was read but holds no ink that could be a digit (blank page, uniform colour)."""
+
+
+class ModelError(DigitcnnError):
+    """A model folder or file is missing, incomplete, or does not match its config."""
