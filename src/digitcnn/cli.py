@@ -1,0 +1,221 @@
+"""The `digitcnn` command: a thin surface over the package; every command calls the same functions as the API."""
+
+import argparse
+import csv
+import dataclasses
+import datetime
+import json
+import sys
+import time
+
+from . import distributed
+from .errors import DigitcnnError
+from .train import RECIPES, TrainConfig
+
+EXIT_USER_ERROR = 2
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), not {value}")
+    return value
+
+
+def add_model_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", metavar="RUN_DIR", help="a run folder or model file (default: the shipped model)")
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--dataset", choices=("mnist", "fashion-mnist"), help="a built-in data set (default: mnist)")
+    source.add_argument(
+        "--data", metavar="PATH", help="your own data: an .npz with keras' keys or a folder of IDX files"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="digitcnn", description="Handwritten-digit recognition on PyTorch.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    formatter = argparse.ArgumentDefaultsHelpFormatter
+    recipes = "\n".join(
+        f"  {arch}: {values or 'the tutorial recipe (the defaults above)'}" for arch, values in RECIPES.items()
+    )
+
+    train = commands.add_parser(
+        "train",
+        help="train a model into a run folder",
+        formatter_class=formatter,
+        epilog=f"Each architecture's recipe sets the defaults it differs in:\n{recipes}",
+    )
+    from .models import ACTIVATIONS, ARCHITECTURES
+
+    train.add_argument("--arch", choices=sorted(ARCHITECTURES), default="fast", help="architecture")
+    train.add_argument("--activation", choices=ACTIVATIONS, default="relu", help="activation after each layer")
+    for field in dataclasses.fields(TrainConfig):
+        kind = {"epochs": positive_int, "batch_size": positive_int, "validation_split": fraction}.get(
+            field.name, field.type
+        )
+        choices = {"optimizer": ("adam", "sgd"), "schedule": ("constant", "onecycle")}.get(field.name)
+        train.add_argument(
+            f"--{field.name.replace('_', '-')}",
+            type=kind,
+            choices=choices,
+            default=None,
+            help=f"{field.metadata['help']} (recipe default)",
+        )
+    train.add_argument("--limit", type=positive_int, help="use only the first N training and N test images")
+    add_data_arguments(train)
+    train.add_argument("--out", metavar="DIR", help="run folder (default: runs/ARCH-TIMESTAMP)")
+    train.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    train.add_argument("--quiet", action="store_true", help="no per-epoch lines or progress bar")
+
+    evaluate = commands.add_parser(
+        "evaluate", help="test loss and accuracy of a trained model", formatter_class=formatter
+    )
+    add_model_argument(evaluate)
+    add_data_arguments(evaluate)
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+
+    predict = commands.add_parser("predict", help="read digits from image files", formatter_class=formatter)
+    add_model_argument(predict)
+    predict.add_argument("files", nargs="+", metavar="FILE", help="image files, folders of them, or glob patterns")
+    output = predict.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="one JSON object per file per line")
+    output.add_argument("--csv", action="store_true", help="CSV with a header row")
+    predict.add_argument("--show", metavar="OUT.png", help="draw each image beside what the model saw")
+
+    show = commands.add_parser(
+        "show", help="ten test digits with actual and predicted labels", formatter_class=formatter
+    )
+    add_model_argument(show)
+    add_data_arguments(show)
+    show.add_argument("--out", metavar="FILE.png", required=True, help="where to write the figure")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = build_parser().parse_args(argv)
+    handler = {"train": run_train, "evaluate": run_evaluate, "predict": run_predict, "show": run_show}
+    try:
+        return handler[arguments.command](arguments) or 0
+    except (DigitcnnError, ValueError) as error:
+        print(f"digitcnn: error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("digitcnn: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        distributed.teardown()
+
+
+def load_split(dataset: str | None, path: str | None, limit: int | None = None):
+    from .data import load_data
+
+    (x_train, y_train), (x_test, y_test) = load_data(dataset or "mnist", path=path)
+    if limit:
+        x_train, y_train, x_test, y_test = x_train[:limit], y_train[:limit], x_test[:limit], y_test[:limit]
+    return (x_train, y_train), (x_test, y_test)
+
+
+def run_train(arguments) -> int:
+    from .api import train_run
+
+    overrides = {field.name: getattr(arguments, field.name) for field in dataclasses.fields(TrainConfig)}
+    out = arguments.out or f"runs/{arguments.arch}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    result = train_run(
+        out,
+        arch=arguments.arch,
+        activation=arguments.activation,
+        dataset=arguments.dataset,
+        data_path=arguments.data,
+        limit=arguments.limit,
+        resume=arguments.resume,
+        verbose=not arguments.quiet,
+        **overrides,
+    )
+    if distributed.is_main():
+        print(f"test accuracy: {result['test_accuracy']:.4f}")
+        print(f"saved the run to {out} ({result['train_seconds']:.0f} s of training)", file=sys.stderr)
+    return 0
+
+
+def run_evaluate(arguments) -> int:
+    from .inference import evaluate, load_model
+
+    model = load_model(arguments.model)
+    _, (x_test, y_test) = load_split(arguments.dataset or model.config.dataset, arguments.data)
+    loss, accuracy = evaluate(model, x_test, y_test)
+    if arguments.json:
+        print(json.dumps({"test_loss": loss, "test_accuracy": accuracy, "examples": len(y_test)}))
+    else:
+        print(f"test loss: {loss:.4f}\ntest accuracy: {accuracy:.4f}")
+    return 0
+
+
+def run_predict(arguments) -> int:
+    from .inference import load_model
+    from .recognize import expand_paths, read_images
+
+    model = load_model(arguments.model)
+    paths = expand_paths(arguments.files)
+    readings = read_images(model, paths, keep_originals=bool(arguments.show))
+    if arguments.json:
+        for reading in readings:
+            print(json.dumps(reading.as_dict()))
+    elif arguments.csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(
+            ["file", "label", "confidence", "unsure", "error"] + [f"p{i}" for i in range(model.config.num_classes)]
+        )
+        for reading in readings:
+            writer.writerow(
+                [reading.file, reading.label, reading.confidence, reading.unsure, reading.error or ""]
+                + (reading.probabilities or [""] * model.config.num_classes)
+            )
+    else:
+        for reading in readings:
+            print(describe(reading))
+    if arguments.show:
+        from .plots import plot_preprocessed
+
+        plot_preprocessed(
+            [r.original for r in readings],
+            [r.input for r in readings],
+            [r.class_name if r.error is None else r.error for r in readings],
+            [r.confidence for r in readings],
+            arguments.show,
+        )
+    return 1 if any(reading.error and reading.error != "no digit found" for reading in readings) else 0
+
+
+def describe(reading) -> str:
+    if reading.error:
+        return f"{reading.file}: {reading.error}"
+    top = ", ".join(f"{entry['label']} {entry['probability']:.3f}" for entry in reading.top3)
+    flag = "  (unsure)" if reading.unsure else ""
+    return f"{reading.file}: {reading.class_name} (confidence {reading.confidence:.3f}; top-3 {top}){flag}"
+
+
+def run_show(arguments) -> int:
+    from .inference import load_model, predict
+    from .plots import plot_predictions
+
+    model = load_model(arguments.model)
+    _, (x_test, y_test) = load_split(arguments.dataset or model.config.dataset, arguments.data)
+    started = time.perf_counter()
+    predicted = predict(model, x_test[:10]).argmax(axis=1)
+    plot_predictions(x_test[:10], y_test[:10], predicted, arguments.out, class_names=model.config.class_names)
+    print(f"wrote {arguments.out} ({time.perf_counter() - started:.1f} s)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""Atomic file writes: a crash or Ctrl-C leaves either the old file or the new one, never half of one."""
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yields a temporary path beside `path`; when the block ends cleanly it is fsynced and renamed over `path`.
+
+    Use it for writers that want a filename (numpy, safetensors, matplotlib)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Same directory, so the final rename never crosses file systems; the suffix keeps writers that
+    # dispatch on it (savefig, np.savez) happy.
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=target.suffix)
+    os.close(handle)
+    temporary_path = Path(temporary)
+    try:
+        yield temporary_path
+        with open(temporary_path, "rb+") as written:
+            os.fsync(written.fileno())
+        os.replace(temporary_path, target)
+    finally:
+        temporary_path.unlink(missing_ok=True)
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
+    """Writes bytes, or text as UTF-8, to `path` atomically."""
+    payload = data.encode() if isinstance(data, str) else data
+    with atomic_path(path) as temporary:
+        temporary.write_bytes(payload)

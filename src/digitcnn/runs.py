@@ -1,0 +1,138 @@
+"""A run is a folder: config.json, history.csv, model.safetensors, checkpoint.safetensors and figures.
+Everything here is safetensors + JSON: nothing is ever unpickled."""
+
+import csv
+import dataclasses
+import io
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .errors import ModelError
+from .files import atomic_path, atomic_write
+from .models import Classifier, build_model, model_config_from_dict
+
+CONFIG_FILE = "config.json"
+HISTORY_FILE = "history.csv"
+WEIGHTS_FILE = "model.safetensors"
+CHECKPOINT_FILE = "checkpoint.safetensors"
+HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")
+
+
+def read_config(run_dir: str | Path) -> dict:
+    path = Path(run_dir) / CONFIG_FILE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"{run_dir} is not a digitcnn run folder: {CONFIG_FILE} is missing") from None
+    except (OSError, json.JSONDecodeError) as error:
+        raise ModelError(f"{path} is unreadable: {error}") from None
+
+
+def write_config(run_dir: str | Path, config: dict) -> None:
+    atomic_write(Path(run_dir) / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
+
+
+def update_config(run_dir: str | Path, **sections) -> dict:
+    """Merges top-level sections into config.json (creating it) and writes it back atomically."""
+    path = Path(run_dir) / CONFIG_FILE
+    config = read_config(run_dir) if path.exists() else {}
+    config.update(sections)
+    write_config(run_dir, config)
+    return config
+
+
+def save_model(model: Classifier, run_dir: str | Path) -> Path:
+    """Writes model.safetensors (the model config also in its metadata, so the file alone rebuilds the
+    model) and the "model" section of config.json."""
+    run_dir = Path(run_dir)
+    model_config = dataclasses.asdict(model.config)
+    path = run_dir / WEIGHTS_FILE
+    with atomic_path(path) as temporary:
+        state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
+        save_file(state, temporary, metadata={"digitcnn_model": json.dumps(model_config)})
+    update_config(run_dir, model=model_config)
+    return path
+
+
+def load_weights_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Reads a safetensors file: (tensors, metadata). Corrupt or missing files raise ModelError."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        return load_file(str(path)), metadata
+    except FileNotFoundError:
+        raise ModelError(f"{path} is missing") from None
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ModelError(f"{path} is not a valid safetensors file: {error}") from None
+
+
+def model_from_weights(state: dict[str, torch.Tensor], model_config: dict, source: str) -> Classifier:
+    config = model_config_from_dict(model_config)
+    try:
+        model = build_model(**dataclasses.asdict(config))
+        model.load_state_dict(state, strict=True)
+    except (ValueError, RuntimeError) as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise ModelError(f"{source} does not match its config ({config.arch}): {first_line}") from None
+    return model.eval()
+
+
+def load_run_model(run_dir: str | Path) -> Classifier:
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    if "model" not in config:
+        raise ModelError(f"{run_dir / CONFIG_FILE} has no model section: the run has not finished an epoch")
+    state, _ = load_weights_file(run_dir / WEIGHTS_FILE)
+    return model_from_weights(state, config["model"], str(run_dir))
+
+
+def load_model_file(path: str | Path) -> Classifier:
+    """A lone model.safetensors that carries its config in its metadata (the shipped model is one)."""
+    state, metadata = load_weights_file(path)
+    if "digitcnn_model" not in metadata:
+        raise ModelError(f"{path} carries no digitcnn model config; pass its run folder instead")
+    return model_from_weights(state, json.loads(metadata["digitcnn_model"]), str(path))
+
+
+def write_history(run_dir: str | Path, rows: list[dict]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: ("" if row.get(key) is None else row[key]) for key in HISTORY_COLUMNS})
+    atomic_write(Path(run_dir) / HISTORY_FILE, buffer.getvalue())
+
+
+def read_history(run_dir: str | Path) -> list[dict]:
+    path = Path(run_dir) / HISTORY_FILE
+    if not path.exists():
+        return []
+    with open(path, newline="") as handle:
+        return [
+            {key: (float(value) if value not in ("", None) else None) for key, value in row.items()}
+            for row in csv.DictReader(handle)
+        ]
+
+
+def save_checkpoint(run_dir: str | Path, tensors: dict[str, torch.Tensor], state: dict) -> None:
+    """One file, written atomically: tensors (weights, optimizer moments, RNG states) plus the JSON `state`
+    in the metadata, so a crash can never pair new weights with an old epoch count."""
+    tensors = {name: tensor.detach().contiguous() for name, tensor in tensors.items()}
+    with atomic_path(Path(run_dir) / CHECKPOINT_FILE) as temporary:
+        save_file(tensors, temporary, metadata={"digitcnn_checkpoint": json.dumps(state)})
+
+
+def load_checkpoint(run_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    path = Path(run_dir) / CHECKPOINT_FILE
+    if not path.exists():
+        raise ModelError(f"nothing to resume in {run_dir}: {CHECKPOINT_FILE} is missing")
+    tensors, metadata = load_weights_file(path)
+    if "digitcnn_checkpoint" not in metadata:
+        raise ModelError(f"{path} is not a digitcnn checkpoint")
+    return tensors, json.loads(metadata["digitcnn_checkpoint"])

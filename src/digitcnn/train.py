@@ -1,0 +1,306 @@
+"""The training loop: batches by index from one uint8 tensor, augmentation in batches, a pure learning-rate
+function, and a checkpoint per epoch from which an interrupted run resumes to the same weights."""
+
+import copy
+import dataclasses
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import distributed
+from .errors import ModelError
+from .inference import as_labels, as_pixels, evaluate
+from .runs import load_checkpoint, save_checkpoint, save_model, update_config, write_history
+
+
+def knob(default, help: str):
+    """A config field whose help text (unit, reason) is also the command line's --help."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Every training knob in one place. Defaults are the tutorial's recipe; RECIPES holds each
+    architecture's tuned values, chosen on the validation split only."""
+
+    epochs: int = knob(20, "passes over the training set")
+    batch_size: int = knob(128, "examples per optimizer step (the global batch under torchrun)")
+    validation_split: float = knob(0.1, "last fraction of the training set held out, as Keras does")
+    optimizer: str = knob("adam", "adam, or sgd (Nesterov momentum)")
+    learning_rate: float = knob(1e-3, "peak learning rate")
+    momentum: float = knob(0.9, "SGD momentum")
+    weight_decay: float = knob(0.0, "on conv and linear weights: decoupled for adam, L2 for sgd")
+    schedule: str = knob("constant", "constant, or onecycle: linear warm-up then linear decay to zero")
+    warmup_fraction: float = knob(0.2, "fraction of all steps spent warming up (onecycle)")
+    label_smoothing: float = knob(0.0, "probability mass spread over the other classes")
+    translate: float = knob(0.0, "augmentation: random shift up to this many pixels each way")
+    rotate: float = knob(0.0, "augmentation: random rotation up to this many degrees each way")
+    scale: float = knob(0.0, "augmentation: random zoom up to this fraction each way")
+    ema_decay: float = knob(0.0, "per-step moving average of the weights, used as the result; 0 is off")
+    seed: int = knob(0, "seeds the weights, data order, augmentation and dropout")
+
+
+RECIPES: dict[str, dict] = {
+    "seed": {},
+    "fast": dict(
+        epochs=8, batch_size=256, optimizer="sgd", learning_rate=0.2, weight_decay=5e-4, schedule="onecycle",
+        label_smoothing=0.1, translate=2.0,
+    ),
+    "best": dict(
+        epochs=30, batch_size=256, optimizer="sgd", learning_rate=0.2, weight_decay=5e-4, schedule="onecycle",
+        label_smoothing=0.1, translate=2.0, rotate=10.0, scale=0.1, ema_decay=0.999,
+    ),
+}  # fmt: skip
+
+
+def recipe(arch: str, **overrides) -> TrainConfig:
+    """The architecture's tuned recipe with `overrides` (None values ignored) applied on top."""
+    values = {**RECIPES.get(arch, {}), **{key: value for key, value in overrides.items() if value is not None}}
+    config = TrainConfig(**values)
+    if not 0.0 <= config.validation_split < 1.0:
+        raise ValueError(f"validation_split must be in [0, 1), not {config.validation_split}")
+    if config.epochs < 1 or config.batch_size < 1:
+        raise ValueError("epochs and batch_size must be at least 1")
+    if config.optimizer not in ("adam", "sgd") or config.schedule not in ("constant", "onecycle"):
+        raise ValueError(f"unknown optimizer {config.optimizer!r} or schedule {config.schedule!r}")
+    return config
+
+
+@dataclasses.dataclass
+class History:
+    """Per-epoch metrics, shaped like Keras' History: history["val_accuracy"][-1] is the last epoch's."""
+
+    history: dict[str, list[float]]
+    epoch: list[int]
+    seconds: float  # training wall time, this process, resumed runs included
+
+
+def learning_rate_at(step: int, total_steps: int, config: TrainConfig) -> float:
+    if config.schedule == "constant":
+        return config.learning_rate
+    warmup_steps = max(1, round(config.warmup_fraction * total_steps))
+    if step < warmup_steps:
+        return config.learning_rate * (step + 1) / warmup_steps
+    return config.learning_rate * max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+
+def augment(pixels: torch.Tensor, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
+    """Random shift, rotation and zoom of a whole batch in one grid_sample; never flips (digits are not
+    symmetric). The background stays 0 because MNIST's is."""
+    if not (config.translate or config.rotate or config.scale):
+        return pixels
+    count, _, height, width = pixels.shape
+
+    def uniform(limit: float) -> torch.Tensor:
+        return (torch.rand(count, generator=generator) * 2 - 1) * limit
+
+    angle = uniform(math.radians(config.rotate))
+    zoom = 1 + uniform(config.scale)
+    # affine_grid maps output to input coordinates in [-1, 1]; one pixel is 2 / size there.
+    shift_x, shift_y = uniform(config.translate) * 2 / width, uniform(config.translate) * 2 / height
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack([torch.stack([cos, -sin, shift_x], 1), torch.stack([sin, cos, shift_y], 1)], 1)
+    grid = F.affine_grid(theta, list(pixels.shape), align_corners=False)
+    return F.grid_sample(pixels, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    # Weight decay on the weights of convolutions and linear layers only, not on BatchNorm or biases.
+    decayed = [p for p in model.parameters() if p.dim() > 1]
+    others = [p for p in model.parameters() if p.dim() <= 1]
+    groups = [{"params": decayed, "weight_decay": config.weight_decay}, {"params": others, "weight_decay": 0.0}]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.learning_rate, momentum=config.momentum, nesterov=True)
+    return (
+        torch.optim.AdamW(groups, lr=config.learning_rate)
+        if config.weight_decay
+        else torch.optim.Adam(groups, lr=config.learning_rate)
+    )
+
+
+def checkpoint_tensors(model, average, optimizer, generator) -> dict[str, torch.Tensor]:
+    tensors = {f"model.{name}": value for name, value in model.state_dict().items()}
+    if average is not None:
+        tensors.update({f"average.{name}": value for name, value in average.state_dict().items()})
+    for index, state in optimizer.state_dict()["state"].items():
+        tensors.update({f"optimizer.{index}.{key}": value for key, value in state.items()})
+    tensors["rng.torch"] = torch.get_rng_state()
+    tensors["rng.data"] = generator.get_state()
+    return tensors
+
+
+def restore_checkpoint(tensors, model, average, optimizer, generator, param_groups) -> None:
+    def section(prefix):
+        return {name[len(prefix) :]: value for name, value in tensors.items() if name.startswith(prefix)}
+
+    model.load_state_dict(section("model."))
+    if average is not None:
+        average.load_state_dict(section("average."))
+    state: dict[int, dict] = {}
+    for name, value in section("optimizer.").items():
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = value
+    optimizer.load_state_dict({"state": state, "param_groups": param_groups})
+    torch.set_rng_state(tensors["rng.torch"])
+    generator.set_state(tensors["rng.data"])
+
+
+def fit(
+    model,
+    x,
+    y,
+    batch_size: int | None = None,
+    epochs: int | None = None,
+    validation_split: float | None = None,
+    *,
+    seed: int | None = None,
+    config: TrainConfig | None = None,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    verbose: bool = True,
+    **overrides,
+) -> History:
+    """Trains `model` in place on images `x` (uint8 or [0, 1] floats) and labels `y` (indices or one-hot).
+
+    Knobs not given come from the architecture's recipe (`RECIPES`). With `run_dir`, every epoch writes a
+    checkpoint, history.csv and model.safetensors there; `resume=True` continues from the checkpoint."""
+    given = {"batch_size": batch_size, "epochs": epochs, "validation_split": validation_split, "seed": seed}
+    given = {key: value for key, value in {**given, **overrides}.items() if value is not None}
+    config = recipe(model.config.arch, **{**(dataclasses.asdict(config) if config else {}), **given})
+    images, labels = as_pixels_compact(x), as_labels(y)
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels")
+    split_at = len(images) - int(len(images) * config.validation_split)
+    if split_at < 1:
+        raise ValueError("validation_split leaves no training examples")
+    train_images, train_labels = images[:split_at], labels[:split_at]
+    validation = (images[split_at:], labels[split_at:]) if split_at < len(images) else None
+
+    rank, world_size = distributed.rank(), distributed.world_size()
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)  # data order and augmentation, same on every rank
+    network = distributed.wrap(model)
+    average = copy.deepcopy(model).eval() if config.ema_decay else None
+    optimizer = make_optimizer(model, config)
+    local_batch = max(1, config.batch_size // world_size)
+    steps_per_epoch = math.ceil(len(train_images) / (local_batch * world_size))
+    total_steps = steps_per_epoch * config.epochs
+    rows: list[dict] = []
+    start_epoch, elapsed_before = 0, 0.0
+    if resume:
+        tensors, state = load_checkpoint(run_dir)
+        if state["config"] != dataclasses.asdict(config):
+            raise ModelError(f"the checkpoint in {run_dir} was made with another configuration; resume with no options")
+        restore_checkpoint(tensors, model, average, optimizer, generator, state["param_groups"])
+        start_epoch, rows, elapsed_before = state["epoch"], state["history"], state["seconds"]
+        if distributed.is_main():
+            print(f"resuming {run_dir} after epoch {start_epoch}/{config.epochs}", file=sys.stderr)
+    if run_dir is not None and distributed.is_main():
+        update_config(
+            run_dir,
+            train=dataclasses.asdict(config),
+            distributed={
+                "world_size": world_size,
+                "batch_size_per_process": local_batch,
+                "peak_learning_rate": config.learning_rate,
+            },
+        )
+
+    started = time.perf_counter()
+    for epoch in range(start_epoch, config.epochs):
+        epoch_started = time.perf_counter()
+        model.train()
+        permutation = torch.randperm(len(train_images), generator=generator)
+        shard = permutation[rank::world_size]  # each process a distinct part of every epoch
+        loss_sum, correct = torch.zeros(()), torch.zeros((), dtype=torch.long)
+        progress = distributed.progress_bar(steps_per_epoch, f"epoch {epoch + 1}/{config.epochs}", verbose)
+        for step in range(steps_per_epoch):
+            indices = shard[step * local_batch : (step + 1) * local_batch]
+            batch_labels = train_labels[indices]
+            pixels = augment(to_float(train_images[indices]), config, generator)
+            learning_rate = learning_rate_at(epoch * steps_per_epoch + step, total_steps, config)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate
+            logits = network(pixels)
+            loss = F.cross_entropy(logits, batch_labels, label_smoothing=config.label_smoothing, reduction="sum")
+            optimizer.zero_grad(set_to_none=True)
+            (loss / max(1, len(indices))).backward()
+            optimizer.step()
+            if average is not None:
+                update_average(average, model, config.ema_decay)
+            loss_sum += loss.detach()
+            correct += (logits.detach().argmax(1) == batch_labels).sum()
+            if progress is not None:
+                progress.update()
+        seen = distributed.sum_tensor(torch.tensor(float(len(shard))))
+        row = {
+            "epoch": epoch + 1,
+            "loss": distributed.sum_tensor(loss_sum).item() / seen.item(),
+            "accuracy": distributed.sum_tensor(correct.float()).item() / seen.item(),
+        }
+        if validation is not None:
+            scored = average if average is not None else model
+            row["val_loss"], row["val_accuracy"] = evaluate(scored, *validation)
+        row["learning_rate"] = learning_rate
+        row["seconds"] = round(time.perf_counter() - epoch_started, 3)
+        rows.append(row)
+        if progress is not None:
+            progress.close()
+        if verbose and distributed.is_main():
+            print(format_epoch(row, config.epochs), file=sys.stderr, flush=True)
+        if run_dir is not None and distributed.is_main():
+            final_model = average if average is not None else model
+            save_model(final_model, run_dir)
+            write_history(run_dir, rows)
+            save_checkpoint(
+                run_dir,
+                checkpoint_tensors(model, average, optimizer, generator),
+                {
+                    "epoch": epoch + 1,
+                    "config": dataclasses.asdict(config),
+                    "history": rows,
+                    "param_groups": optimizer.state_dict()["param_groups"],
+                    "seconds": elapsed_before + time.perf_counter() - started,
+                },
+            )
+    if average is not None:  # the averaged weights are the result
+        model.load_state_dict(average.state_dict())
+    model.eval()
+    history = {key: [row[key] for row in rows if row.get(key) is not None] for key in rows[0] if key != "epoch"}
+    return History(history, [row["epoch"] for row in rows], elapsed_before + time.perf_counter() - started)
+
+
+def as_pixels_compact(images) -> torch.Tensor:
+    """Keeps uint8 data as uint8 (4x less memory, converted per batch); floats as float32 (N, 1, 28, 28)."""
+    tensor = torch.as_tensor(images) if not isinstance(images, torch.Tensor) else images
+    if tensor.dtype == torch.uint8:
+        if tensor.dim() == 4 and tensor.shape[-1] == 1:
+            tensor = tensor.permute(0, 3, 1, 2)
+        return (tensor[:, None] if tensor.dim() == 3 else tensor).contiguous()
+    return as_pixels(tensor)
+
+
+def to_float(pixels: torch.Tensor) -> torch.Tensor:
+    return pixels.float().div_(255) if pixels.dtype == torch.uint8 else pixels
+
+
+@torch.no_grad()
+def update_average(average: nn.Module, model: nn.Module, decay: float) -> None:
+    average_state, model_state = average.state_dict(), model.state_dict()
+    for name, value in average_state.items():
+        if value.is_floating_point():
+            value.lerp_(model_state[name], 1 - decay)
+        else:
+            value.copy_(model_state[name])
+
+
+def format_epoch(row: dict, epochs: int) -> str:
+    parts = [f"epoch {int(row['epoch'])}/{epochs}", f"loss {row['loss']:.4f}", f"accuracy {row['accuracy']:.4f}"]
+    if row.get("val_loss") is not None:
+        parts += [f"val_loss {row['val_loss']:.4f}", f"val_accuracy {row['val_accuracy']:.4f}"]
+    return "  ".join(parts + [f"lr {row['learning_rate']:.3g}", f"{row['seconds']:.1f}s"])

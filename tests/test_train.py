@@ -1,0 +1,109 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from digitcnn.data import to_categorical
+from digitcnn.inference import evaluate, load_model, predict
+from digitcnn.models import build_model
+from digitcnn.runs import CHECKPOINT_FILE, WEIGHTS_FILE, load_checkpoint, read_history, save_model
+from digitcnn.train import fit, learning_rate_at, recipe
+from tests.conftest import run_cli
+
+
+def weights(model):
+    return {name: value.clone() for name, value in model.state_dict().items()}
+
+
+def test_fit_learns_real_digits_and_holds_out_the_last_fraction(mnist):
+    (x_train, y_train), (x_test, y_test) = mnist
+    model = build_model("fast")
+    history = fit(model, x_train[:3000], y_train[:3000], epochs=2, validation_split=0.2, verbose=False)
+    assert history.epoch == [1, 2]
+    assert set(history.history) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
+    # The validation split is exactly the last 20%, as in Keras: scoring it again gives the logged figure.
+    held_out = evaluate(model, x_train[2400:3000], y_train[2400:3000])
+    assert held_out.accuracy == pytest.approx(history.history["val_accuracy"][-1], abs=1e-6)
+    assert evaluate(model, x_test[:2000], y_test[:2000]).accuracy > 0.9
+
+
+def test_one_hot_labels_and_float_pixels_train_exactly_like_indices_and_uint8(mnist):
+    (x_train, y_train), _ = mnist
+    x, y = x_train[:600], y_train[:600]
+    first, second = build_model("fast"), build_model("fast")
+    second.load_state_dict(first.state_dict())
+    fit(first, x, y, epochs=1, verbose=False)
+    # The tutorial's own preparation: (N, 28, 28, 1) floats in [0, 1] and one-hot labels.
+    fit(second, (x / 255.0).astype("float32")[..., None], to_categorical(y, 10), epochs=1, verbose=False)
+    for name, value in weights(first).items():
+        torch.testing.assert_close(value, weights(second)[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_same_seed_same_weights_other_seed_other_weights(mnist):
+    (x_train, y_train), _ = mnist
+    runs = []
+    for seed in (3, 3, 4):
+        torch.manual_seed(seed)
+        model = build_model("fast")
+        fit(model, x_train[:500], y_train[:500], epochs=1, seed=seed, verbose=False)
+        runs.append(weights(model))
+    assert all(torch.equal(runs[0][name], runs[1][name]) for name in runs[0])
+    assert not all(torch.equal(runs[0][name], runs[2][name]) for name in runs[0])
+
+
+def test_saved_model_loads_to_identical_predictions(mnist, tmp_path):
+    (x_train, y_train), (x_test, _) = mnist
+    model = build_model("fast")
+    fit(model, x_train[:800], y_train[:800], epochs=1, verbose=False)
+    save_model(model, tmp_path)
+    restored = load_model(tmp_path)
+    np.testing.assert_array_equal(predict(model, x_test[:500]), predict(restored, x_test[:500]))
+    single = predict(restored, x_test[0])
+    assert single.shape == (10,) and single.sum() == pytest.approx(1.0, abs=1e-5)
+    assert load_model(tmp_path / WEIGHTS_FILE).config == restored.config
+
+
+def test_onecycle_schedule_warms_up_then_decays_to_zero():
+    config = recipe("fast")
+    rates = [learning_rate_at(step, 100, config) for step in range(100)]
+    peak = rates.index(max(rates))
+    assert max(rates) == pytest.approx(config.learning_rate)
+    assert all(a <= b for a, b in zip(rates[:peak], rates[1 : peak + 1], strict=True))
+    assert all(a >= b for a, b in zip(rates[peak:], rates[peak + 1 :], strict=False))
+    assert rates[-1] < config.learning_rate / 50
+
+
+@pytest.mark.parametrize(("arch", "limit", "extra"), [("fast", 6000, ["--ema-decay", "0.9"]), ("seed", 1600, [])])
+def test_a_killed_run_resumes_to_the_weights_it_would_have_had(tmp_path, arch, limit, extra):
+    """A real SIGKILL after the first epoch's checkpoint, then --resume: the same final weights as a run
+    that was never interrupted (data order, augmentation, dropout, optimizer and EMA state restored)."""
+    common = ["train", "--arch", arch, "--limit", limit, "--epochs", 3, "--quiet", *extra]
+    run_cli(*common, "--out", tmp_path / "straight", check=True)
+
+    interrupted = tmp_path / "interrupted"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "digitcnn", *map(str, common), "--out", str(interrupted)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    checkpoint = interrupted / CHECKPOINT_FILE
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    _, state = load_checkpoint(interrupted)
+    assert state["epoch"] < 3, "the run finished before it could be interrupted; make its epochs longer"
+
+    result = run_cli("train", "--out", interrupted, "--resume", "--quiet", check=True)
+    assert "test accuracy:" in result.stdout
+    straight, resumed = load_file(tmp_path / "straight" / WEIGHTS_FILE), load_file(interrupted / WEIGHTS_FILE)
+    for name, value in straight.items():
+        torch.testing.assert_close(resumed[name], value, rtol=1e-5, atol=1e-6, msg=name)
+    assert len(read_history(interrupted)) == 3
