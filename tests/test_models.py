@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from digitcnn.models import ARCHITECTURES, build_model, count_parameters
+from digitcnn.models import ARCHITECTURES, ByteDropout, build_model, count_parameters
 
 
 def test_seed_network_is_the_tutorials_layer_for_layer():
@@ -24,7 +24,7 @@ def test_seed_network_is_the_tutorials_layer_for_layer():
         "Dropout",
         "Linear",
     ]
-    assert [layer.p for layer in model.body if isinstance(layer, nn.Dropout)] == [0.25, 0.5]
+    assert [layer.rate for layer in model.body if isinstance(layer, ByteDropout)] == [0.25, 0.5]
     assert model.body[9].in_features == 15488
 
 
@@ -51,3 +51,20 @@ def test_unknown_names_are_refused_with_the_choices():
         build_model("resnet9000")
     with pytest.raises(ValueError, match="leaky_relu"):
         build_model("seed", activation="gelu")
+
+
+@pytest.mark.parametrize("rate", [0.25, 0.5])
+def test_byte_dropout_keeps_the_expected_fraction_scaled_and_is_identity_in_eval(rate):
+    torch.manual_seed(0)
+    layer = ByteDropout(rate)
+    features = torch.ones(64, 128, 22, 22)
+    dropped = layer(features)
+    kept = dropped != 0
+    assert kept.float().mean().item() == pytest.approx(1 - rate, abs=2e-3)
+    assert torch.allclose(dropped[kept], torch.tensor(1 / (1 - rate)))
+    # Independent per element: neighbouring bytes of one 64-bit draw are not correlated.
+    flat = kept.flatten().float()
+    assert torch.corrcoef(torch.stack([flat[:-1], flat[1:]]))[0, 1].abs() < 0.01
+    assert torch.equal(layer.eval()(features), features)
+    with pytest.raises(ValueError):
+        ByteDropout(0.3)

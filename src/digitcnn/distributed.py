@@ -1,5 +1,6 @@
 """Processes and devices: one process by default, DistributedDataParallel when started by torchrun."""
 
+import contextlib
 import os
 import sys
 
@@ -29,6 +30,25 @@ def setup() -> None:
 def teardown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def select_device(preference: str | None = None) -> torch.device:
+    """The one place a device is chosen: `preference` if given ("cpu", "cuda", "cuda:1", "mps"), else CUDA
+    (this process's local GPU under torchrun), then Apple's MPS, then the CPU."""
+    if preference:
+        return torch.device(preference)
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def uneven_shards(network: nn.Module):
+    """DDP's join: a process that runs out of batches first keeps answering the others' all-reduces."""
+    if isinstance(network, nn.parallel.DistributedDataParallel):
+        return network.join()
+    return contextlib.nullcontext()
 
 
 def wrap(model: nn.Module) -> nn.Module:

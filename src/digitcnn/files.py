@@ -23,6 +23,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield temporary_path
         with open(temporary_path, "rb+") as written:
             os.fsync(written.fileno())
+            # mkstemp makes the file owner-only; give it the mode any other new file would get.
+            os.fchmod(written.fileno(), 0o666 & ~current_umask())
         os.replace(temporary_path, target)
     finally:
         temporary_path.unlink(missing_ok=True)
@@ -33,3 +35,9 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
     payload = data.encode() if isinstance(data, str) else data
     with atomic_path(path) as temporary:
         temporary.write_bytes(payload)
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask

@@ -78,7 +78,9 @@ def predict_logits(model, images, batch_size: int = 1024) -> np.ndarray:
     was_training = model.training
     model.eval()
     try:
-        outputs = [model(pixels[start : start + batch_size]) for start in range(0, len(pixels), batch_size)]
+        device = next(model.parameters()).device
+        batches = (pixels[start : start + batch_size].to(device) for start in range(0, len(pixels), batch_size))
+        outputs = [model(batch).cpu() for batch in batches]
     finally:
         model.train(was_training)
     return torch.cat(outputs).numpy() if outputs else np.zeros((0, model.config.num_classes), np.float32)

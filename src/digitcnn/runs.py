@@ -52,7 +52,7 @@ def save_model(model: Classifier, run_dir: str | Path) -> Path:
     model_config = dataclasses.asdict(model.config)
     path = run_dir / WEIGHTS_FILE
     with atomic_path(path) as temporary:
-        state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
+        state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
         save_file(state, temporary, metadata={"digitcnn_model": json.dumps(model_config)})
     update_config(run_dir, model=model_config)
     return path
@@ -123,7 +123,7 @@ def read_history(run_dir: str | Path) -> list[dict]:
 def save_checkpoint(run_dir: str | Path, tensors: dict[str, torch.Tensor], state: dict) -> None:
     """One file, written atomically: tensors (weights, optimizer moments, RNG states) plus the JSON `state`
     in the metadata, so a crash can never pair new weights with an old epoch count."""
-    tensors = {name: tensor.detach().contiguous() for name, tensor in tensors.items()}
+    tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in tensors.items()}
     with atomic_path(Path(run_dir) / CHECKPOINT_FILE) as temporary:
         save_file(tensors, temporary, metadata={"digitcnn_checkpoint": json.dumps(state)})
 

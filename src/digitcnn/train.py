@@ -48,8 +48,8 @@ class TrainConfig:
 RECIPES: dict[str, dict] = {
     "seed": {},
     "fast": dict(
-        epochs=8, batch_size=256, optimizer="sgd", learning_rate=0.2, weight_decay=5e-4, schedule="onecycle",
-        label_smoothing=0.1, translate=2.0,
+        epochs=3, batch_size=256, optimizer="sgd", learning_rate=0.2, weight_decay=5e-4, schedule="onecycle",
+        label_smoothing=0.1, translate=1.0,
     ),
     "best": dict(
         epochs=30, batch_size=256, optimizer="sgd", learning_rate=0.2, weight_decay=5e-4, schedule="onecycle",
@@ -105,7 +105,7 @@ def augment(pixels: torch.Tensor, config: TrainConfig, generator: torch.Generato
     shift_x, shift_y = uniform(config.translate) * 2 / width, uniform(config.translate) * 2 / height
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
     theta = torch.stack([torch.stack([cos, -sin, shift_x], 1), torch.stack([sin, cos, shift_y], 1)], 1)
-    grid = F.affine_grid(theta, list(pixels.shape), align_corners=False)
+    grid = F.affine_grid(theta.to(pixels.device), list(pixels.shape), align_corners=False)
     return F.grid_sample(pixels, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
@@ -163,12 +163,14 @@ def fit(
     run_dir: str | Path | None = None,
     resume: bool = False,
     verbose: bool = True,
+    device: str | None = None,
     **overrides,
 ) -> History:
     """Trains `model` in place on images `x` (uint8 or [0, 1] floats) and labels `y` (indices or one-hot).
 
     Knobs not given come from the architecture's recipe (`RECIPES`). With `run_dir`, every epoch writes a
-    checkpoint, history.csv and model.safetensors there; `resume=True` continues from the checkpoint."""
+    checkpoint, history.csv and model.safetensors there; `resume=True` continues from the checkpoint.
+    Under torchrun each process trains on its own shard of every epoch (DistributedDataParallel)."""
     given = {"batch_size": batch_size, "epochs": epochs, "validation_split": validation_split, "seed": seed}
     given = {key: value for key, value in {**given, **overrides}.items() if value is not None}
     config = recipe(model.config.arch, **{**(dataclasses.asdict(config) if config else {}), **given})
@@ -178,18 +180,17 @@ def fit(
     split_at = len(images) - int(len(images) * config.validation_split)
     if split_at < 1:
         raise ValueError("validation_split leaves no training examples")
-    train_images, train_labels = images[:split_at], labels[:split_at]
+    target = distributed.select_device(device)
+    model.to(target)
+    train_images, train_labels = images[:split_at].to(target), labels[:split_at].to(target)
     validation = (images[split_at:], labels[split_at:]) if split_at < len(images) else None
 
-    rank, world_size = distributed.rank(), distributed.world_size()
+    world_size = distributed.world_size()
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)  # data order and augmentation, same on every rank
-    network = distributed.wrap(model)
     average = copy.deepcopy(model).eval() if config.ema_decay else None
     optimizer = make_optimizer(model, config)
     local_batch = max(1, config.batch_size // world_size)
-    steps_per_epoch = math.ceil(len(train_images) / (local_batch * world_size))
-    total_steps = steps_per_epoch * config.epochs
     rows: list[dict] = []
     start_epoch, elapsed_before = 0, 0.0
     if resume:
@@ -201,78 +202,88 @@ def fit(
         if distributed.is_main():
             print(f"resuming {run_dir} after epoch {start_epoch}/{config.epochs}", file=sys.stderr)
     if run_dir is not None and distributed.is_main():
-        update_config(
-            run_dir,
-            train=dataclasses.asdict(config),
-            distributed={
-                "world_size": world_size,
-                "batch_size_per_process": local_batch,
-                "peak_learning_rate": config.learning_rate,
-            },
-        )
+        effective = {
+            "world_size": world_size,
+            "batch_size_per_process": local_batch,
+            "effective_batch_size": local_batch * world_size,
+            "peak_learning_rate": config.learning_rate,
+        }
+        update_config(run_dir, train=dataclasses.asdict(config), distributed=effective, device=str(target))
 
+    network = distributed.wrap(model)
     started = time.perf_counter()
     for epoch in range(start_epoch, config.epochs):
         epoch_started = time.perf_counter()
-        model.train()
-        permutation = torch.randperm(len(train_images), generator=generator)
-        shard = permutation[rank::world_size]  # each process a distinct part of every epoch
-        loss_sum, correct = torch.zeros(()), torch.zeros((), dtype=torch.long)
-        progress = distributed.progress_bar(steps_per_epoch, f"epoch {epoch + 1}/{config.epochs}", verbose)
-        for step in range(steps_per_epoch):
-            indices = shard[step * local_batch : (step + 1) * local_batch]
-            batch_labels = train_labels[indices]
-            pixels = augment(to_float(train_images[indices]), config, generator)
+        row = train_epoch(network, average, optimizer, generator, train_images, train_labels, epoch, local_batch,
+                          config, verbose)  # fmt: skip
+        if validation is not None:
+            row["val_loss"], row["val_accuracy"] = evaluate(average or model, *validation)
+        row["seconds"] = round(time.perf_counter() - epoch_started, 3)
+        rows.append(row)
+        if verbose and distributed.is_main():
+            print(format_epoch(row, config.epochs), file=sys.stderr, flush=True)
+        if run_dir is not None and distributed.is_main():
+            save_model(average or model, run_dir)
+            write_history(run_dir, rows)
+            state = {"epoch": epoch + 1, "config": dataclasses.asdict(config), "history": rows,
+                     "param_groups": optimizer.state_dict()["param_groups"],
+                     "seconds": elapsed_before + time.perf_counter() - started}  # fmt: skip
+            save_checkpoint(run_dir, checkpoint_tensors(model, average, optimizer, generator), state)
+    if average is not None:  # the averaged weights are the result
+        model.load_state_dict(average.state_dict())
+    model.eval()
+    history = {key: [row[key] for row in rows if row.get(key) is not None] for key in rows[0] if key != "epoch"}
+    return History(history, [row["epoch"] for row in rows], elapsed_before + time.perf_counter() - started)
+
+
+def shard_indices(permutation: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """This process's part of an epoch: every example goes to exactly one process."""
+    return permutation[rank::world_size]
+
+
+def train_epoch(network, average, optimizer, generator, images, labels, epoch, local_batch, config, verbose) -> dict:
+    """One pass over this process's shard; returns the epoch's mean training loss and accuracy over all shards."""
+    network.train()
+    world_size = distributed.world_size()
+    # The schedule counts the steps of the largest shard, so every process agrees on the learning rate.
+    steps_per_epoch = math.ceil(math.ceil(len(images) / world_size) / local_batch)
+    total_steps = steps_per_epoch * config.epochs
+    shard = shard_indices(torch.randperm(len(images), generator=generator), distributed.rank(), world_size)
+    loss_sum = torch.zeros((), device=images.device)
+    correct = torch.zeros((), dtype=torch.long, device=images.device)
+    progress = distributed.progress_bar(steps_per_epoch, f"epoch {epoch + 1}/{config.epochs}", verbose)
+    with distributed.uneven_shards(network):  # a shard one batch shorter must not hang the others
+        for step, start in enumerate(range(0, len(shard), local_batch)):
+            indices = shard[start : start + local_batch].to(images.device)
+            batch_labels = labels[indices]
+            pixels = augment(to_float(images[indices]), config, generator)
             learning_rate = learning_rate_at(epoch * steps_per_epoch + step, total_steps, config)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate
             logits = network(pixels)
             loss = F.cross_entropy(logits, batch_labels, label_smoothing=config.label_smoothing, reduction="sum")
             optimizer.zero_grad(set_to_none=True)
-            (loss / max(1, len(indices))).backward()
+            (loss / len(indices)).backward()
             optimizer.step()
             if average is not None:
-                update_average(average, model, config.ema_decay)
+                update_average(average, unwrap(network), config.ema_decay)
             loss_sum += loss.detach()
             correct += (logits.detach().argmax(1) == batch_labels).sum()
             if progress is not None:
                 progress.update()
-        seen = distributed.sum_tensor(torch.tensor(float(len(shard))))
-        row = {
-            "epoch": epoch + 1,
-            "loss": distributed.sum_tensor(loss_sum).item() / seen.item(),
-            "accuracy": distributed.sum_tensor(correct.float()).item() / seen.item(),
-        }
-        if validation is not None:
-            scored = average if average is not None else model
-            row["val_loss"], row["val_accuracy"] = evaluate(scored, *validation)
-        row["learning_rate"] = learning_rate
-        row["seconds"] = round(time.perf_counter() - epoch_started, 3)
-        rows.append(row)
-        if progress is not None:
-            progress.close()
-        if verbose and distributed.is_main():
-            print(format_epoch(row, config.epochs), file=sys.stderr, flush=True)
-        if run_dir is not None and distributed.is_main():
-            final_model = average if average is not None else model
-            save_model(final_model, run_dir)
-            write_history(run_dir, rows)
-            save_checkpoint(
-                run_dir,
-                checkpoint_tensors(model, average, optimizer, generator),
-                {
-                    "epoch": epoch + 1,
-                    "config": dataclasses.asdict(config),
-                    "history": rows,
-                    "param_groups": optimizer.state_dict()["param_groups"],
-                    "seconds": elapsed_before + time.perf_counter() - started,
-                },
-            )
-    if average is not None:  # the averaged weights are the result
-        model.load_state_dict(average.state_dict())
-    model.eval()
-    history = {key: [row[key] for row in rows if row.get(key) is not None] for key in rows[0] if key != "epoch"}
-    return History(history, [row["epoch"] for row in rows], elapsed_before + time.perf_counter() - started)
+    if progress is not None:
+        progress.close()
+    seen = distributed.sum_tensor(torch.tensor(float(len(shard)), device=images.device)).item()
+    return {
+        "epoch": epoch + 1,
+        "loss": distributed.sum_tensor(loss_sum).item() / seen,
+        "accuracy": distributed.sum_tensor(correct.float()).item() / seen,
+        "learning_rate": learning_rate,
+    }
+
+
+def unwrap(network: nn.Module) -> nn.Module:
+    return network.module if isinstance(network, nn.parallel.DistributedDataParallel) else network
 
 
 def as_pixels_compact(images) -> torch.Tensor:
