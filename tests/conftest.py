@@ -35,7 +35,7 @@ def mnist():
 
 @pytest.fixture(scope="session")
 def small_run(tmp_path_factory):
-    """One epoch of the default architecture on the first 4,000 training images, through the real CLI."""
+    """Two epochs of the default architecture on the first 8,000 training images, through the real CLI."""
     out = tmp_path_factory.mktemp("runs") / "small"
-    result = run_cli("train", "--limit", 4000, "--epochs", 1, "--out", out, check=True)
+    result = run_cli("train", "--limit", 8000, "--epochs", 2, "--batch-size", 128, "--out", out, check=True)
     return out, result

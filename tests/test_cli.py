@@ -18,16 +18,16 @@ def test_train_through_the_cli_writes_a_complete_run_folder(small_run):
         path.name for path in out.iterdir()
     }
     config = read_config(out)
-    assert config["model"]["arch"] == "fast" and config["train"]["epochs"] == 1
+    assert config["model"]["arch"] == "fast" and config["train"]["epochs"] == 2
     assert config["data"] == {
         "dataset": "mnist",
         "path": None,
-        "limit": 4000,
-        "train_examples": 4000,
-        "test_examples": 4000,
+        "limit": 8000,
+        "train_examples": 8000,
+        "test_examples": 8000,
     }
     assert config["results"]["test_accuracy"] == pytest.approx(float(match.group(1)), abs=5e-5)
-    assert len(read_history(out)) == 1
+    assert len(read_history(out)) == 2
     assert "epoch 1/1" in result.stderr  # one line per epoch when not on a terminal
     assert Image.open(out / "predictions.png").size[0] > 400
 

@@ -24,7 +24,7 @@ def weights(model):
 def test_fit_learns_real_digits_and_holds_out_the_last_fraction(mnist):
     (x_train, y_train), (x_test, y_test) = mnist
     model = build_model("fast")
-    history = fit(model, x_train[:3000], y_train[:3000], epochs=2, validation_split=0.2, verbose=False)
+    history = fit(model, x_train[:3000], y_train[:3000], batch_size=32, epochs=2, validation_split=0.2, verbose=False)
     assert history.epoch == [1, 2]
     assert set(history.history) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
     # The validation split is exactly the last 20%, as in Keras: scoring it again gives the logged figure.

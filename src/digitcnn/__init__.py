@@ -1,1 +1,31 @@
-"""digitcnn: handwritten-digit recognition on PyTorch (the public API is assembled once all modules land)."""
+"""digitcnn: handwritten-digit recognition on PyTorch, with the words a Keras user knows.
+
+    from digitcnn import load_data, to_categorical, build_model, fit, evaluate, predict
+"""
+
+from .data import class_names, load_data, to_categorical
+from .errors import DataError, DigitcnnError, ImageError, ModelError, NoDigitError
+from .inference import evaluate, load_model, predict
+from .models import build_model, count_parameters
+from .runs import save_model
+from .train import TrainConfig, fit
+
+__version__ = "0.1.0"
+__all__ = [
+    "DataError",
+    "DigitcnnError",
+    "ImageError",
+    "ModelError",
+    "NoDigitError",
+    "TrainConfig",
+    "build_model",
+    "class_names",
+    "count_parameters",
+    "evaluate",
+    "fit",
+    "load_data",
+    "load_model",
+    "predict",
+    "save_model",
+    "to_categorical",
+]

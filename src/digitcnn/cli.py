@@ -57,7 +57,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     from .models import ACTIVATIONS, ARCHITECTURES
 
-    train.add_argument("--arch", choices=sorted(ARCHITECTURES), default="fast", help="architecture")
+    def architectures(text: str) -> list[str]:
+        names = text.split(",")
+        unknown = [name for name in names if name not in ARCHITECTURES]
+        if unknown:
+            raise argparse.ArgumentTypeError(f"unknown {unknown[0]!r}; choose from {', '.join(sorted(ARCHITECTURES))}")
+        return names
+
+    train.add_argument("--arch", type=architectures, default=["fast"], metavar="|".join(sorted(ARCHITECTURES)),
+                       help="architecture; with --ensemble, a comma-separated list for the members")  # fmt: skip
+    train.add_argument("--ensemble", type=positive_int, metavar="N", help="train N members (seeds seed..seed+N-1)")
+    train.add_argument("--device", help="force a device (cpu, cuda, cuda:1, mps); default: the best available")
     train.add_argument("--activation", choices=ACTIVATIONS, default="relu", help="activation after each layer")
     for field in dataclasses.fields(TrainConfig):
         kind = {"epochs": positive_int, "batch_size": positive_int, "validation_split": fraction}.get(
@@ -116,41 +126,37 @@ def main(argv: list[str] | None = None) -> int:
         distributed.teardown()
 
 
-def load_split(dataset: str | None, path: str | None, limit: int | None = None):
-    from .data import load_data
-
-    (x_train, y_train), (x_test, y_test) = load_data(dataset or "mnist", path=path)
-    if limit:
-        x_train, y_train, x_test, y_test = x_train[:limit], y_train[:limit], x_test[:limit], y_test[:limit]
-    return (x_train, y_train), (x_test, y_test)
-
-
 def run_train(arguments) -> int:
-    from .api import train_run
+    from .api import train_ensemble, train_run
 
     overrides = {field.name: getattr(arguments, field.name) for field in dataclasses.fields(TrainConfig)}
-    out = arguments.out or f"runs/{arguments.arch}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
-    result = train_run(
-        out,
-        arch=arguments.arch,
-        activation=arguments.activation,
-        dataset=arguments.dataset,
-        data_path=arguments.data,
-        limit=arguments.limit,
-        resume=arguments.resume,
-        verbose=not arguments.quiet,
-        **overrides,
-    )
+    options = {"activation": arguments.activation, "dataset": arguments.dataset, "data_path": arguments.data,
+               "limit": arguments.limit, "device": arguments.device, **overrides}  # fmt: skip
+    out = arguments.out or f"runs/{'-'.join(arguments.arch)}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    verbose = not arguments.quiet
+    if arguments.ensemble:
+        options = {key: value for key, value in options.items() if value is not None and key != "seed"}
+        result = train_ensemble(out, arguments.ensemble, arguments.arch, seed=arguments.seed,
+                                resume=arguments.resume, verbose=verbose, **options)  # fmt: skip
+    elif len(arguments.arch) > 1:
+        raise DigitcnnError("several architectures make sense only with --ensemble N")
+    else:
+        result = train_run(out, arch=arguments.arch[0], resume=arguments.resume, verbose=verbose, **options)
     if distributed.is_main():
+        if "member_test_accuracies" in result:
+            members = ", ".join(f"{accuracy:.4f}" for accuracy in result["member_test_accuracies"])
+            print(f"member test accuracies: {members}")
         print(f"test accuracy: {result['test_accuracy']:.4f}")
         print(f"saved the run to {out} ({result['train_seconds']:.0f} s of training)", file=sys.stderr)
     return 0
 
 
 def run_evaluate(arguments) -> int:
+    from .api import load_split
     from .inference import evaluate, load_model
 
     model = load_model(arguments.model)
+
     _, (x_test, y_test) = load_split(arguments.dataset or model.config.dataset, arguments.data)
     loss, accuracy = evaluate(model, x_test, y_test)
     if arguments.json:
@@ -205,6 +211,7 @@ def describe(reading) -> str:
 
 
 def run_show(arguments) -> int:
+    from .api import load_split
     from .inference import load_model, predict
     from .plots import plot_predictions
 
