@@ -58,6 +58,14 @@ def wrap(model: nn.Module) -> nn.Module:
     return nn.parallel.DistributedDataParallel(model)
 
 
+def share_buffers(model: nn.Module) -> None:
+    """Rank 0's BatchNorm statistics to every process: DDP shares gradients, but each process's running
+    statistics saw only its own last batches, and the ranks must end with identical models."""
+    if world_size() > 1:
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
+
+
 def sum_tensor(value: torch.Tensor) -> torch.Tensor:
     if world_size() > 1:
         value = value.clone()

@@ -231,6 +231,7 @@ def fit(
             save_checkpoint(run_dir, checkpoint_tensors(model, average, optimizer, generator), state)
     if average is not None:  # the averaged weights are the result
         model.load_state_dict(average.state_dict())
+    distributed.share_buffers(model)
     model.eval()
     history = {key: [row[key] for row in rows if row.get(key) is not None] for key in rows[0] if key != "epoch"}
     return History(history, [row["epoch"] for row in rows], elapsed_before + time.perf_counter() - started)
