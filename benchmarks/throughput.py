@@ -1,8 +1,8 @@
 """Seed-network training throughput: digitcnn.fit against a Keras 3 Sequential + fit on the PyTorch backend,
 the same network, images, batch size and threads, in one process, alternating sides each round.
 
-    .venv/bin/python benchmarks/throughput.py            # 20,000 images a side after warm-up (~8 minutes)
-    .venv/bin/python benchmarks/throughput.py --tiny     # the CI smoke run
+    .venv/bin/python -m benchmarks.throughput            # 20,000 images a side after warm-up (~8 minutes)
+    .venv/bin/python -m benchmarks.throughput --tiny     # the CI smoke run
 """
 
 import argparse

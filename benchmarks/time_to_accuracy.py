@@ -1,0 +1,88 @@
+"""Time to accuracy: whole training runs of a recipe, from loading the (cached) data to the trained model,
+over several seeds; each run's test accuracy is measured once, at its end.
+
+A one-cycle schedule's middle epochs are not a shorter run's result, so each epoch budget is its own run:
+`--epochs 3,6` trains the recipe for 3 epochs and, separately, for 6.
+
+    .venv/bin/python -m benchmarks.time_to_accuracy                        # fast: 3 and 6 epochs, seeds 0-2
+    .venv/bin/python -m benchmarks.time_to_accuracy --arch best --epochs 0 # best, its own recipe's epochs
+    .venv/bin/python -m benchmarks.time_to_accuracy --tiny                 # the CI smoke run
+"""
+
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+
+from benchmarks.common import machine, write_result
+from digitcnn import build_model, evaluate, fit, load_data
+from digitcnn.train import recipe
+
+TARGETS = (0.9940, 0.9950)  # the tutorial's 99.39%, rounded up, and the issue's second goal
+
+
+def one_run(arch: str, epochs: int | None, seed: int, limit: int | None) -> dict:
+    started = time.perf_counter()
+    (x_train, y_train), (x_test, y_test) = load_data()
+    if limit:
+        x_train, y_train, x_test, y_test = x_train[:limit], y_train[:limit], x_test[:limit], y_test[:limit]
+    torch.manual_seed(seed)
+    model = build_model(arch)
+    # validation_split=0: the benchmark measures the recipe as shipped, trained on all 60,000 images.
+    fit(model, x_train, y_train, epochs=epochs, validation_split=0.0, seed=seed, verbose=False)
+    seconds = time.perf_counter() - started
+    accuracy = evaluate(model, x_test, y_test).accuracy
+    return {"seed": seed, "seconds": round(seconds, 1), "test_accuracy": round(accuracy, 4)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", default="fast")
+    parser.add_argument("--epochs", default="3,6", help="comma-separated epoch budgets; 0 means the recipe's own")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1; medians are reported")
+    parser.add_argument("--tiny", action="store_true", help="2,000 images, one seed: checks the script runs")
+    parser.add_argument("--out", default=None, help="default: benchmarks/results/time_to_accuracy-ARCH.json")
+    arguments = parser.parse_args()
+    limit = 2000 if arguments.tiny else None
+    seeds = 1 if arguments.tiny else arguments.seeds
+    budgets = [int(text) or None for text in arguments.epochs.split(",")]
+    rows = []
+    for epochs in budgets:
+        runs = []
+        for seed in range(seeds):
+            runs.append(one_run(arguments.arch, epochs, seed, limit))
+            print(f"{arguments.arch} {epochs or 'recipe'} epochs, seed {seed}: {runs[-1]['test_accuracy']:.4f} "
+                  f"in {runs[-1]['seconds']:.1f} s", file=sys.stderr)  # fmt: skip
+        rows.append(
+            {
+                "epochs": epochs or recipe(arguments.arch).epochs,
+                "median_seconds": statistics.median(run["seconds"] for run in runs),
+                "median_test_accuracy": statistics.median(run["test_accuracy"] for run in runs),
+                "runs": runs,
+            }
+        )
+    print(f"\n{'epochs':>6s} {'median s':>9s} {'median test acc':>16s}  per seed")
+    for row in rows:
+        each = ", ".join(f"{run['test_accuracy']:.4f}/{run['seconds']:.0f}s" for run in row["runs"])
+        print(f"{row['epochs']:6d} {row['median_seconds']:9.1f} {row['median_test_accuracy']:16.4f}  {each}")
+    for target in TARGETS:
+        reached = [row for row in rows if row["median_test_accuracy"] >= target]
+        fastest = min(reached, key=lambda row: row["median_seconds"]) if reached else None
+        verdict = f"{fastest['median_seconds']:.1f} s ({fastest['epochs']} epochs)" if fastest else "not reached"
+        print(f"time to >= {target:.2%} (median of {seeds} seeds): {verdict}")
+    result = {
+        "benchmark": "time to accuracy",
+        "arch": arguments.arch,
+        "recipe": {key: value for key, value in vars(recipe(arguments.arch)).items() if key != "epochs"},
+        "seeds": seeds,
+        "train_examples": 60000 if limit is None else limit,
+        "budgets": rows,
+        **machine(),
+    }
+    write_result(arguments.out or f"benchmarks/results/time_to_accuracy-{arguments.arch}.json", result, arguments.tiny)
+
+
+if __name__ == "__main__":
+    main()

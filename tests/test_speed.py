@@ -1,0 +1,45 @@
+"""The speed issue's CI checks: an accuracy gate for the fast recipe, and its benchmarks run end to end
+in tiny mode (the figures themselves come from the full benchmark runs, never from tests)."""
+
+import json
+import subprocess
+import sys
+
+import torch
+
+from digitcnn import build_model, evaluate, fit
+from tests.conftest import REPO
+
+# The fast recipe (3 epochs) on the first 10,000 training images: 98.52-98.85% over seeds 0-2 when written.
+FAST_ON_10000_FLOOR = 0.980
+
+
+def test_the_fast_recipe_on_ten_thousand_images_passes_its_accuracy_gate(mnist):
+    (x_train, y_train), (x_test, y_test) = mnist
+    torch.manual_seed(0)
+    model = build_model("fast")
+    fit(model, x_train[:10000], y_train[:10000], batch_size=128, validation_split=0.0, seed=0, verbose=False)
+    assert evaluate(model, x_test, y_test).accuracy >= FAST_ON_10000_FLOOR
+
+
+def run_benchmark(script: str, tmp_path, *arguments) -> dict:
+    out = tmp_path / f"{script}.json"
+    result = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{script}", "--tiny", "--out", str(out), *arguments],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads((tmp_path / f"{script}.tiny.json").read_text())
+
+
+def test_time_to_accuracy_benchmark_runs_end_to_end(tmp_path):
+    result = run_benchmark("time_to_accuracy", tmp_path, "--epochs", "1")
+    (budget,) = result["budgets"]
+    assert budget["epochs"] == 1 and len(budget["runs"]) == 1 and 0.0 <= budget["median_test_accuracy"] <= 1.0
+    assert result["cores"] >= 1 and result["train_examples"] == 2000
+
+
+def test_throughput_benchmark_runs_both_sides(tmp_path):
+    result = run_benchmark("throughput", tmp_path)
+    assert result["digitcnn_images_per_second"] > 0 and result["keras_images_per_second"] > 0
+    assert result["keras"].endswith("(torch backend)")
