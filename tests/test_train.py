@@ -107,3 +107,17 @@ def test_a_killed_run_resumes_to_the_weights_it_would_have_had(tmp_path, arch, l
     for name, value in straight.items():
         torch.testing.assert_close(resumed[name], value, rtol=1e-5, atol=1e-6, msg=name)
     assert len(read_history(interrupted)) == 3
+
+
+def test_stroke_augmentation_thickens_and_thins_real_digits(mnist):
+    from digitcnn.train import vary_strokes
+
+    (x_train, _), _ = mnist
+    pixels = torch.tensor(x_train[:16, None] / 255.0, dtype=torch.float32)
+    ink = pixels.sum(dim=(1, 2, 3))
+    unchanged = vary_strokes(pixels, torch.zeros(16))
+    thicker = vary_strokes(pixels, torch.full((16,), 0.5)).sum(dim=(1, 2, 3))
+    thinner = vary_strokes(pixels, torch.full((16,), -0.5)).sum(dim=(1, 2, 3))
+    torch.testing.assert_close(unchanged, pixels)
+    assert bool((thicker > ink * 1.2).all()) and bool((thinner < ink * 0.8).all())
+    assert float(vary_strokes(pixels, torch.full((16,), 1.0)).max()) <= 1.0

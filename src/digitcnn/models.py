@@ -185,17 +185,18 @@ def fast_network(config: ModelConfig) -> nn.Module:
 
 @register("best")
 def best_network(config: ModelConfig) -> nn.Module:
-    """Wider and deeper than `fast`, trained longer with augmentation: the accurate single model."""
+    """`fast` doubled in width and with a second convolution at 7x7: 22 MFLOP per image, 3x `fast` and 1/4 of
+    the seed network's; with augmentation and a longer schedule, the accurate single model."""
     return nn.Sequential(
-        *conv_block(1, 64, config),  # 28x28
-        *conv_block(64, 64, config),
+        *conv_block(1, 32, config),  # 28x28
         nn.MaxPool2d(2),  # 14x14
+        *conv_block(32, 64, config),
+        *conv_block(64, 64, config),
+        nn.MaxPool2d(2),  # 7x7
         *conv_block(64, 128, config),
         *conv_block(128, 128, config),
-        nn.MaxPool2d(2),  # 7x7
-        *conv_block(128, 256, config),
         nn.MaxPool2d(2),  # 3x3
         nn.Flatten(),
         ByteDropout(0.25),
-        nn.Linear(256 * 3 * 3, config.num_classes),
+        nn.Linear(128 * 3 * 3, config.num_classes),
     )
