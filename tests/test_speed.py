@@ -43,3 +43,11 @@ def test_throughput_benchmark_runs_both_sides(tmp_path):
     result = run_benchmark("throughput", tmp_path)
     assert result["digitcnn_images_per_second"] > 0 and result["keras_images_per_second"] > 0
     assert result["keras"].endswith("(torch backend)")
+
+
+def test_levers_benchmark_measures_every_lever(tmp_path):
+    result = run_benchmark("levers", tmp_path)
+    assert set(result["training_images_per_second"]) == {
+        "fast channels_last", "fast contiguous", "seed channels_last", "seed contiguous",
+    }  # fmt: skip
+    assert all(value > 0 for value in result["dropout_mask_milliseconds"].values())

@@ -1,0 +1,105 @@
+"""The speed levers, one at a time, against a reference in the same process: training steps per second of
+the `fast` and `seed` networks with and without channels_last, and Dropout's mask cost with nn.Dropout
+against ByteDropout. Sides alternate each round and the median is reported.
+
+    .venv/bin/python -m benchmarks.levers            # ~3 minutes
+    .venv/bin/python -m benchmarks.levers --tiny     # the CI smoke run
+"""
+
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchmarks.common import machine, write_result
+from digitcnn import build_model, load_data
+from digitcnn.models import ByteDropout
+
+
+def training_rate(arch: str, channels_last: bool, images: torch.Tensor, labels: torch.Tensor, batch_size: int):
+    """Images per second of plain SGD steps (forward, backward, update) on real digits."""
+    torch.manual_seed(0)
+    model = build_model(arch)
+    model = model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step(batch, targets):
+        if channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        loss = F.cross_entropy(model(batch), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    step(images[:batch_size], labels[:batch_size])  # warm-up: oneDNN picks its kernels
+    started = time.perf_counter()
+    for start in range(0, len(images) - batch_size + 1, batch_size):
+        step(images[start : start + batch_size], labels[start : start + batch_size])
+    return (len(images) // batch_size * batch_size) / (time.perf_counter() - started)
+
+
+def mask_milliseconds(layer: nn.Module, shape: tuple[int, ...], repeats: int) -> float:
+    features = torch.ones(shape)
+    layer.train()
+    layer(features)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        layer(features)
+    return (time.perf_counter() - started) / repeats * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=8192, help="timed images per measurement")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--tiny", action="store_true")
+    parser.add_argument("--out", default="benchmarks/results/levers.json")
+    arguments = parser.parse_args()
+    if arguments.tiny:
+        arguments.images, arguments.rounds = 512, 1
+    (x_train, y_train), _ = load_data()
+    images = torch.tensor(x_train[: arguments.images, None], dtype=torch.float32) / 255
+    labels = torch.tensor(y_train[: arguments.images], dtype=torch.long)
+
+    cases = {f"{arch} {layout}": (arch, layout == "channels_last")
+             for arch in ("fast", "seed") for layout in ("channels_last", "contiguous")}  # fmt: skip
+    seed_images = images[: max(256, arguments.images // 8)]  # the seed network is 13x the work per image
+    rates: dict[str, list[float]] = {name: [] for name in cases}
+    masks: dict[str, list[float]] = {"nn.Dropout": [], "ByteDropout": []}
+    # The seed network's first dropout sees (batch 128, 128 channels, 22, 22).
+    mask_shape, repeats = (128, 128, 22, 22), 3 if arguments.tiny else 20
+    for round_index in range(arguments.rounds):
+        for name, (arch, channels_last) in cases.items():
+            data = seed_images if arch == "seed" else images
+            rates[name].append(training_rate(arch, channels_last, data, labels[: len(data)], 128))
+            print(f"round {round_index + 1}: {name:22s} {rates[name][-1]:8.1f} images/s", file=sys.stderr)
+        masks["nn.Dropout"].append(mask_milliseconds(nn.Dropout(0.25), mask_shape, repeats))
+        masks["ByteDropout"].append(mask_milliseconds(ByteDropout(0.25), mask_shape, repeats))
+
+    medians = {name: statistics.median(values) for name, values in rates.items()}
+    mask_medians = {name: statistics.median(values) for name, values in masks.items()}
+    print(f"\n{'training, batch 128':24s} {'images/s':>10s}")
+    for name, value in medians.items():
+        print(f"{name:24s} {value:10.1f}")
+    ratios = {arch: medians[f"{arch} channels_last"] / medians[f"{arch} contiguous"] for arch in ("fast", "seed")}
+    print("channels_last speed-up: " + ", ".join(f"{arch} {ratio:.2f}x" for arch, ratio in ratios.items()))
+    print(f"dropout mask on {mask_shape}: nn.Dropout {mask_medians['nn.Dropout']:.1f} ms, "
+          f"ByteDropout {mask_medians['ByteDropout']:.1f} ms")  # fmt: skip
+    result = {
+        "benchmark": "speed levers",
+        "rounds": arguments.rounds,
+        "training_images_per_second": medians,
+        "channels_last_speedup": ratios,
+        "dropout_mask_milliseconds": mask_medians,
+        "dropout_mask_shape": mask_shape,
+        **machine(),
+    }
+    write_result(arguments.out, result, tiny=arguments.tiny)
+
+
+if __name__ == "__main__":
+    main()
