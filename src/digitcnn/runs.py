@@ -49,13 +49,32 @@ def save_model(model: Classifier, run_dir: str | Path) -> Path:
     """Writes model.safetensors (the model config also in its metadata, so the file alone rebuilds the
     model) and the "model" section of config.json."""
     run_dir = Path(run_dir)
-    model_config = dataclasses.asdict(model.config)
-    path = run_dir / WEIGHTS_FILE
+    path = save_model_file(model, run_dir / WEIGHTS_FILE)
+    update_config(run_dir, model=dataclasses.asdict(model.config))
+    return path
+
+
+def save_model_file(model: Classifier, path: str | Path, results: dict | None = None) -> Path:
+    """One self-describing .safetensors: weights, the model config, and optionally the run's results (the
+    shipped model carries its test accuracy this way)."""
+    metadata = {"digitcnn_model": json.dumps(dataclasses.asdict(model.config))}
+    if results is not None:
+        metadata["digitcnn_results"] = json.dumps(results)
     with atomic_path(path) as temporary:
         state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-        save_file(state, temporary, metadata={"digitcnn_model": json.dumps(model_config)})
-    update_config(run_dir, model=model_config)
-    return path
+        save_file(state, temporary, metadata=metadata)
+    return Path(path)
+
+
+def model_results(source: str | Path) -> dict | None:
+    """The results (test accuracy, ...) recorded for a run folder or a self-describing model file."""
+    source = Path(source)
+    if source.is_dir():
+        return read_config(source).get("results")
+    if source.suffix != ".safetensors":
+        return None
+    _, metadata = load_weights_file(source)
+    return json.loads(metadata["digitcnn_results"]) if "digitcnn_results" in metadata else None
 
 
 def load_weights_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

@@ -1,0 +1,316 @@
+"""Any image of a digit -> the 28x28 input MNIST itself would have made of it.
+
+MNIST's digits were size-normalized to fit a 20x20 box (aspect ratio kept, anti-aliased), then placed in
+28x28 with their centre of mass at the centre; ink is bright on a zero background. A photo, a scan or a canvas
+drawing looks nothing like that until it is made to: `load_image` reads the file safely, `preprocess` does the
+rest. The CLI, the Python API, the server and the tests all use these two functions.
+"""
+
+import io
+import os
+import warnings
+
+import numpy as np
+from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError, ImageTooLargeError, NoDigitError
+
+# A 40-megapixel image is a large phone photo; decoded it takes up to 160 MB. Anything bigger is refused from
+# its header, before a single pixel is decoded, so a decompression bomb costs nothing.
+MAX_PIXELS = 40_000_000
+# Encoded images larger than this are refused before they are parsed (a 40 MP JPEG is ~15 MB).
+MAX_BYTES = 25 * 1024 * 1024
+SUPPORTED_FORMATS = {"PNG", "JPEG", "MPO", "BMP", "GIF", "WEBP", "TIFF"}
+
+SIZE = 28  # MNIST's frame
+BOX = 20  # MNIST's digits fill a 20x20 box: the longer side of the ink is 20 px for 9,997 of 10,000 test digits
+CENTRE = 14.0  # where MNIST's centre of mass sits, in pixel-index coordinates (measured: 14.0 +- 0.3)
+# Stroke width (2 * ink area / ink boundary, in MNIST pixels, measured at the working scale below) of the
+# first 2,000 test digits: median 2.8 px, 2-98% range 1.7-5.1. Outside (THIN, THICK) a pen is far from MNIST's
+# and is brought to TARGET_STROKE; inside, the writer's stroke is kept (98% of MNIST passes untouched).
+TARGET_STROKE, THIN, THICK = 2.8, 1.6, 5.2
+MAX_THINNING, MAX_THICKENING = 1, 2  # MNIST pixels of stroke width removed or added at most
+WORK_SCALE = 4  # strokes are adjusted at 4x MNIST's scale (80 px), where a 1-px step is a quarter of a pixel
+ANALYSIS_SIDE = 128  # the ink is located on a copy no larger than this: cheap, and large enough for a digit
+BACKGROUND_BLOCKS = 8  # the lighting is estimated on an 8x8 grid: coarser than any stroke, finer than a gradient
+MIN_BLOCK = 32  # ...of blocks at least this many pixels wide: a small image's paper is one level
+MIN_CONTRAST = 0.12  # ink must stand this far (of full scale) above the local paper, or there is no digit
+MIN_INK_FRACTION = 0.002  # the digit's ink covers at least this much of the analysis image (noise specks do not)
+SPECK_FRACTION = 0.05  # components under 5% of the main one's area are specks, unless they touch it
+BORDER_PENALTY = 0.25  # ink touching the frame's edge is more often a shadow or the table than the digit
+
+
+def load_image(source) -> Image.Image:
+    """A path, bytes or binary file -> a decoded PIL image ("L", "RGB" or "RGBA"), EXIF orientation applied.
+
+    Raises ImageTooLargeError over the byte or pixel cap (checked before decoding), ImageError otherwise."""
+    if isinstance(source, str | os.PathLike):
+        try:
+            size = os.path.getsize(source)
+        except OSError:
+            raise ImageError("no such file") from None
+        if size > MAX_BYTES:
+            raise ImageTooLargeError(f"file of {size:,} bytes is over the {MAX_BYTES:,}-byte cap")
+        with open(source, "rb") as handle:
+            data = handle.read()
+    elif isinstance(source, bytes | bytearray | memoryview):
+        data = bytes(source)
+    else:
+        data = source.read(MAX_BYTES + 1)
+    if not data:
+        raise ImageError("empty file (0 bytes)")
+    if len(data) > MAX_BYTES:
+        raise ImageTooLargeError(f"image of over {MAX_BYTES:,} bytes is over the cap")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise ImageTooLargeError(f"{width}x{height} pixels is over the {MAX_PIXELS:,}-pixel cap")
+            if image.format not in SUPPORTED_FORMATS:
+                raise ImageError(f"unsupported image format {image.format}")
+            image.seek(0)  # an animated GIF or multi-page TIFF: the first frame
+            image.load()
+            image = ImageOps.exif_transpose(image)
+        except (UnidentifiedImageError, SyntaxError):
+            raise ImageError("not an image, or a format that cannot be read") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ImageTooLargeError(f"image is over the {MAX_PIXELS:,}-pixel cap") from None
+        except (OSError, ValueError, EOFError) as problem:
+            raise ImageError(f"truncated or corrupt image ({str(problem).splitlines()[0]})") from None
+    return normalize_mode(image)
+
+
+def normalize_mode(image: Image.Image) -> Image.Image:
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info
+    if has_alpha:
+        return image.convert("RGBA")
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit scans: keep the range, not just 0-255
+        values = np.asarray(image, dtype=np.float64)
+        low, high = values.min(), values.max()
+        scaled = (values - low) / (high - low) * 255 if high > low else np.zeros_like(values)
+        return Image.fromarray(scaled.astype(np.uint8), "L")
+    return image.convert("L" if image.mode in ("1", "L", "P") else "RGB")
+
+
+def preprocess(image) -> np.ndarray:
+    """An image (PIL, or an array: 2-D grey, HxWx3 RGB, HxWx4 RGBA; uint8 or floats in [0, 1]) -> float32
+    (28, 28) in [0, 1], ink = 1, as MNIST would have it. Raises NoDigitError when there is no ink."""
+    ink = ink_map(grey_levels(image))  # (H, W) in [0, 1], bright ink on zero, at full resolution
+    rows, columns = locate_digit(ink)
+    digit = ink[rows, columns]
+    digit = digit / max(float(digit.max()), 1e-6)
+    return place_in_frame(normalize_strokes(digit))
+
+
+def grey_levels(image) -> np.ndarray:
+    """Luminance in [0, 1]; transparency composited onto whichever of black or white the ink contrasts with."""
+    if isinstance(image, Image.Image):
+        image = normalize_mode(image)
+        values = np.asarray(image, dtype=np.float32) / 255
+    else:
+        values = np.asarray(image, dtype=np.float32)
+        if np.asarray(image).dtype == np.uint8:
+            values = values / 255
+        values = np.clip(values, 0, 1)
+    if values.ndim == 2:
+        return values
+    if values.ndim != 3 or values.shape[2] not in (3, 4):
+        raise ImageError(f"an image array must be HxW, HxWx3 or HxWx4, not {values.shape}")
+    luminance = values[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    if values.shape[2] == 3:
+        return luminance
+    alpha = values[..., 3]
+    if alpha.min() > 0.99:
+        return luminance
+    # A canvas drawing: the opaque strokes are the ink, whatever their colour; lay them on a contrasting ground.
+    ink_luminance = float((luminance * alpha).sum() / max(alpha.sum(), 1e-6))
+    ground = 0.0 if ink_luminance > 0.5 else 1.0
+    return luminance * alpha + ground * (1 - alpha)
+
+
+def ink_map(grey: np.ndarray) -> np.ndarray:
+    """Bright ink on a zero ground: polarity decided by the paper (the median), lighting gradients removed by
+    subtracting a coarse estimate of the paper's own brightness, scaled so the strokes reach about 1."""
+    if grey.size == 0:
+        raise NoDigitError("empty image")
+    if float(np.median(grey)) > 0.5:  # most of a page is paper; light paper means dark ink
+        grey = 1 - grey
+    ink = np.clip(grey - paper_level(grey), 0, None)
+    strong = float(np.percentile(ink, 99.9))
+    if strong < MIN_CONTRAST:
+        raise NoDigitError("no digit found")
+    return np.clip(ink / strong, 0, 1)
+
+
+def paper_level(grey: np.ndarray) -> np.ndarray:
+    """The paper's brightness under each pixel: the darkest of each block of a coarse grid and its neighbours
+    (a stroke never fills a block and its neighbours), smoothed and stretched back to full size."""
+    height, width = grey.shape
+    blocks = [max(1, min(BACKGROUND_BLOCKS, height // MIN_BLOCK)), max(1, min(BACKGROUND_BLOCKS, width // MIN_BLOCK))]
+    row_edges = np.linspace(0, height, blocks[0] + 1).astype(int)
+    column_edges = np.linspace(0, width, blocks[1] + 1).astype(int)
+    darkest = np.array(
+        [[grey[r0:r1, c0:c1].min() for c0, c1 in zip(column_edges[:-1], column_edges[1:], strict=True)]
+         for r0, r1 in zip(row_edges[:-1], row_edges[1:], strict=True)],
+        dtype=np.float32,
+    )  # fmt: skip
+    padded = np.pad(darkest, 1, mode="edge")
+    neighbourhood = np.min([padded[i : i + blocks[0], j : j + blocks[1]] for i in range(3) for j in range(3)], axis=0)
+    level = Image.fromarray(neighbourhood, "F").resize((width, height), Image.Resampling.BILINEAR)
+    return np.asarray(level, dtype=np.float32)
+
+
+def locate_digit(ink: np.ndarray) -> tuple[slice, slice]:
+    """The bounding box, at full resolution, of the digit: the main connected ink component (larger and away
+    from the frame's edge) with the pieces near it, ignoring specks and page-edge shadows."""
+    height, width = ink.shape
+    factor = max(height, width) / ANALYSIS_SIDE
+    small = ink
+    if factor > 1:
+        size = (max(1, round(width / factor)), max(1, round(height / factor)))
+        small = np.asarray(Image.fromarray(ink, "F").resize(size, Image.Resampling.BOX), dtype=np.float32)
+    else:
+        factor = 1.0
+    smoothed = np.asarray(Image.fromarray(small, "F").filter(ImageFilter.MedianFilter(3)), dtype=np.float32)
+    mask = smoothed > max(otsu_threshold(smoothed), MIN_CONTRAST)
+    if mask.mean() < MIN_INK_FRACTION:
+        raise NoDigitError("no digit found")
+    labels, count = connected_components(mask)
+    areas = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    boxes = [np.argwhere(labels == index + 1) for index in range(count)]
+    edge = [bool((b[:, 0].min() == 0) | (b[:, 1].min() == 0) | (b[:, 0].max() == mask.shape[0] - 1)
+                 | (b[:, 1].max() == mask.shape[1] - 1)) for b in boxes]  # fmt: skip
+    scores = areas * np.where(edge, BORDER_PENALTY, 1.0)
+    main = int(np.argmax(scores))
+    top, left = boxes[main].min(axis=0)
+    bottom, right = boxes[main].max(axis=0)
+    reach = 0.5 * max(bottom - top, right - left) + 2  # a 5's flag or an i-dot-like gap, but not the next digit
+    for index, points in enumerate(boxes):
+        if index == main or areas[index] < SPECK_FRACTION * areas[main]:
+            continue
+        near_top, near_left = points.min(axis=0)
+        near_bottom, near_right = points.max(axis=0)
+        if near_top <= bottom + reach and near_bottom >= top - reach and near_left <= right + reach \
+                and near_right >= left - reach:  # fmt: skip
+            top, left = min(top, near_top), min(left, near_left)
+            bottom, right = max(bottom, near_bottom), max(right, near_right)
+    # Back to full resolution with a one-cell margin, then tightened to the ink actually there.
+    rows = slice(max(0, int((top - 1) * factor)), min(height, int(np.ceil((bottom + 2) * factor))))
+    columns = slice(max(0, int((left - 1) * factor)), min(width, int(np.ceil((right + 2) * factor))))
+    region = ink[rows, columns] > 0.5 * max(otsu_threshold(ink[rows, columns]), MIN_CONTRAST)
+    if not region.any():
+        raise NoDigitError("no digit found")
+    found = np.argwhere(region)
+    (r0, c0), (r1, c1) = found.min(axis=0), found.max(axis=0) + 1
+    return slice(rows.start + r0, rows.start + r1), slice(columns.start + c0, columns.start + c1)
+
+
+def otsu_threshold(values: np.ndarray) -> float:
+    """The grey level that best splits ink from paper (Otsu, 1979), on a 256-bin histogram."""
+    histogram, edges = np.histogram(values, bins=256, range=(0.0, 1.0))
+    weights = histogram.astype(np.float64) / max(values.size, 1)
+    centres = (edges[:-1] + edges[1:]) / 2
+    below = np.cumsum(weights)
+    mean_below = np.cumsum(weights * centres)
+    total_mean = mean_below[-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (total_mean * below - mean_below) ** 2 / (below * (1 - below))
+    between = np.nan_to_num(between)
+    return float(centres[int(np.argmax(between))])
+
+
+def connected_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """8-connected labels 1..count by union-find over runs of each row: fast enough for 128x128 in numpy."""
+    labels = np.zeros(mask.shape, dtype=np.int32)
+    parent = [0]
+
+    def find(label: int) -> int:
+        while parent[label] != label:
+            parent[label] = parent[parent[label]]
+            label = parent[label]
+        return label
+
+    previous_runs: list[tuple[int, int, int]] = []
+    for row in range(mask.shape[0]):
+        line = np.concatenate(([False], mask[row], [False]))
+        changes = np.flatnonzero(line[1:] != line[:-1])
+        runs = []
+        for start, stop in zip(changes[::2], changes[1::2], strict=True):
+            label = 0
+            for other_start, other_stop, other_label in previous_runs:
+                if other_start <= stop and other_stop >= start:  # touching, diagonals included
+                    root = find(other_label)
+                    if label == 0:
+                        label = root
+                    elif root != label:
+                        parent[root] = label
+            if label == 0:
+                label = len(parent)
+                parent.append(label)
+            labels[row, start:stop] = label
+            runs.append((start, stop, label))
+        previous_runs = runs
+    roots = np.array([find(label) for label in range(len(parent))])
+    _, compact = np.unique(roots, return_inverse=True)  # root 0 (the ground) stays 0
+    return compact[labels].astype(np.int32), int(compact.max())
+
+
+def stroke_width(ink: np.ndarray) -> float:
+    """2 * area / boundary of the ink mask: for a stroke of width w and length L, 2wL / 2L = w."""
+    mask = ink > 0.5
+    inner = mask.copy()
+    inner[1:] &= mask[:-1]
+    inner[:-1] &= mask[1:]
+    inner[:, 1:] &= mask[:, :-1]
+    inner[:, :-1] &= mask[:, 1:]
+    boundary = int((mask & ~inner).sum())
+    return 2 * float(mask.sum()) / max(boundary, 1)
+
+
+def normalize_strokes(digit: np.ndarray) -> np.ndarray:
+    """Scales the cropped digit so its longer side is BOX * WORK_SCALE and, only when its strokes are far
+    thinner or thicker than MNIST's, dilates or erodes them toward TARGET_STROKE (at MNIST's scale)."""
+    height, width = digit.shape
+    longer = BOX * WORK_SCALE
+    size = (max(1, round(width * longer / max(height, width))), max(1, round(height * longer / max(height, width))))
+    image = Image.fromarray(digit.astype(np.float32), "F").resize(size, Image.Resampling.LANCZOS)
+    width_now = stroke_width(np.asarray(image)) / WORK_SCALE
+    if THIN <= width_now <= THICK:
+        return np.clip(np.asarray(image, dtype=np.float32), 0, 1)
+    # A 3x3 filter moves each edge by one work pixel. Thinning is capped at one MNIST pixel: blotchy digits read
+    # as "thick" and eroding them further breaks their thin parts; thickening, at two.
+    steps = round((TARGET_STROKE - width_now) * WORK_SCALE / 2)
+    steps = int(np.clip(steps, -MAX_THINNING * WORK_SCALE // 2, MAX_THICKENING * WORK_SCALE // 2))
+    padded = Image.fromarray(np.pad(np.asarray(image), abs(steps) + 1), "F")
+    for _ in range(abs(steps)):
+        padded = padded.filter(ImageFilter.MaxFilter(3) if steps > 0 else ImageFilter.MinFilter(3))
+    adjusted = np.asarray(padded, dtype=np.float32)
+    found = np.argwhere(adjusted > 0.5)
+    if len(found) == 0:  # eroded away: keep the thin original instead
+        return np.clip(np.asarray(image, dtype=np.float32), 0, 1)
+    (r0, c0), (r1, c1) = found.min(axis=0), found.max(axis=0) + 1
+    return np.clip(normalize_box(adjusted[r0:r1, c0:c1]), 0, 1)
+
+
+def normalize_box(digit: np.ndarray) -> np.ndarray:
+    height, width = digit.shape
+    longer = BOX * WORK_SCALE
+    size = (max(1, round(width * longer / max(height, width))), max(1, round(height * longer / max(height, width))))
+    return np.asarray(Image.fromarray(digit, "F").resize(size, Image.Resampling.BILINEAR), dtype=np.float32)
+
+
+def place_in_frame(digit: np.ndarray) -> np.ndarray:
+    """Anti-aliased down to the 20x20 box, then into 28x28 with the centre of mass at MNIST's centre."""
+    height, width = digit.shape
+    size = (max(1, round(width / WORK_SCALE)), max(1, round(height / WORK_SCALE)))
+    small = np.asarray(Image.fromarray(digit, "F").resize(size, Image.Resampling.BOX), dtype=np.float32)
+    small = np.clip(small / max(float(small.max()), 1e-6), 0, 1)
+    total = float(small.sum())
+    centre_row = float((small.sum(axis=1) * np.arange(small.shape[0])).sum()) / total
+    centre_column = float((small.sum(axis=0) * np.arange(small.shape[1])).sum()) / total
+    top, left = round(CENTRE - centre_row), round(CENTRE - centre_column)
+    frame = np.zeros((SIZE + 2 * BOX, SIZE + 2 * BOX), dtype=np.float32)  # room for any shift; cropped below
+    frame[BOX + top : BOX + top + small.shape[0], BOX + left : BOX + left + small.shape[1]] = small
+    return np.ascontiguousarray(frame[BOX : BOX + SIZE, BOX : BOX + SIZE])
