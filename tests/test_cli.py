@@ -1,5 +1,6 @@
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,7 +29,7 @@ def test_train_through_the_cli_writes_a_complete_run_folder(small_run):
     }
     assert config["results"]["test_accuracy"] == pytest.approx(float(match.group(1)), abs=5e-5)
     assert len(read_history(out)) == 2
-    assert "epoch 1/1" in result.stderr  # one line per epoch when not on a terminal
+    assert "epoch 2/2" in result.stderr  # one line per epoch when not on a terminal
     assert Image.open(out / "predictions.png").size[0] > 400
 
 
@@ -94,3 +95,61 @@ def test_bad_option_values_are_refused_by_the_parser():
     result = run_cli("train", "--epochs", "0")
     assert result.returncode == 2 and "must be at least 1" in result.stderr and "Traceback" not in result.stderr
     assert "--validation-split" in run_cli("train", "--help", check=True).stdout
+
+
+def test_predict_works_with_the_shipped_model_and_reports_every_bad_file(mnist, tmp_path):
+    """No --model: the model inside the package. A blank page is "no digit found" (not a failure); a text file,
+    an empty file, a truncated PNG, an unsupported format and a pixel bomb each get their own error while
+    the good files are still read, and the exit code is 1."""
+    from tests.test_preprocess import png_header_only
+
+    _, (x_test, y_test) = mnist
+    good = []
+    for index in range(3):
+        path = tmp_path / f"digit{index}.jpg"
+        Image.fromarray(255 - x_test[index]).resize((120, 120)).convert("RGB").save(path, quality=85)
+        good.append(path)
+    files = {
+        "blank.png": None,
+        "text.png": b"not an image at all",
+        "empty.png": b"",
+        "truncated.png": (tmp_path / "digit0.jpg").read_bytes()[:300],
+        "image.ppm": b"P5\n4 4\n255\n" + bytes(16),
+        "bomb.png": png_header_only(30_000, 30_000),
+    }
+    Image.new("L", (100, 100), 240).save(tmp_path / "blank.png")
+    for name, content in files.items():
+        if content is not None:
+            (tmp_path / name).write_bytes(content)
+    bad = [tmp_path / name for name in files]
+    result = run_cli("predict", "--json", good[0], *bad, *good[1:])
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    lines = {Path(line["file"]).name: line for line in map(json.loads, result.stdout.splitlines())}
+    assert set(lines) == {path.name for path in good + bad}
+    for key in ("file", "label", "confidence", "probabilities", "unsure", "error"):
+        assert all(key in line for line in lines.values())
+    for index, path in enumerate(good):
+        assert lines[path.name]["label"] == int(y_test[index]) and lines[path.name]["error"] is None
+        assert len(lines[path.name]["probabilities"]) == 10
+    assert lines["blank.png"] == {**lines["blank.png"], "label": None, "unsure": True, "error": "no digit found"}
+    assert "not an image" in lines["text.png"]["error"] and "empty" in lines["empty.png"]["error"]
+    assert "truncated" in lines["truncated.png"]["error"] and "PPM" in lines["image.ppm"]["error"]
+    assert "pixel cap" in lines["bomb.png"]["error"]
+    assert all(lines[name]["label"] is None for name in files)
+
+
+def test_predict_takes_folders_and_globs_and_writes_csv_and_a_figure(mnist, tmp_path):
+    _, (x_test, y_test) = mnist
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    for index in range(4):
+        Image.fromarray(x_test[index]).resize((56, 56)).save(folder / f"{index}.png")
+    figure = tmp_path / "seen.png"
+    result = run_cli("predict", "--csv", folder, str(tmp_path / "digits" / "[01].png"), "--show", figure)
+    assert result.returncode == 0, result.stderr
+    rows = result.stdout.strip().splitlines()
+    assert rows[0].startswith("file,label,confidence,unsure,error,p0") and len(rows) == 1 + 4 + 2
+    assert [int(row.split(",")[1]) for row in rows[1:5]] == [int(label) for label in y_test[:4]]
+    assert Image.open(figure).size[0] > 200
+    plain = run_cli("predict", folder / "0.png", check=True)
+    assert f": {y_test[0]} (confidence" in plain.stdout and "top-3" in plain.stdout

@@ -21,6 +21,9 @@ MAX_PIXELS = 40_000_000
 # Encoded images larger than this are refused before they are parsed (a 40 MP JPEG is ~15 MB).
 MAX_BYTES = 25 * 1024 * 1024
 SUPPORTED_FORMATS = {"PNG", "JPEG", "MPO", "BMP", "GIF", "WEBP", "TIFF"}
+# First bytes of the supported formats: a file that starts like one but will not open is broken, not foreign.
+SIGNATURES = {"PNG": b"\x89PNG", "JPEG": b"\xff\xd8", "GIF": b"GIF8", "BMP": b"BM", "WEBP": b"RIFF",
+              "TIFF": b"II*\x00", "big-endian TIFF": b"MM\x00*"}  # fmt: skip
 
 SIZE = 28  # MNIST's frame
 BOX = 20  # MNIST's digits fill a 20x20 box: the longer side of the ink is 20 px for 9,997 of 10,000 test digits
@@ -34,6 +37,7 @@ WORK_SCALE = 4  # strokes are adjusted at 4x MNIST's scale (80 px), where a 1-px
 ANALYSIS_SIDE = 128  # the ink is located on a copy no larger than this: cheap, and large enough for a digit
 BACKGROUND_BLOCKS = 8  # the lighting is estimated on an 8x8 grid: coarser than any stroke, finer than a gradient
 MIN_BLOCK = 32  # ...of blocks at least this many pixels wide: a small image's paper is one level
+NOISE_FLOOR = 3.0  # grain within 3 standard deviations of the paper is paper, not ink
 MIN_CONTRAST = 0.12  # ink must stand this far (of full scale) above the local paper, or there is no digit
 MIN_INK_FRACTION = 0.002  # the digit's ink covers at least this much of the analysis image (noise specks do not)
 SPECK_FRACTION = 0.05  # components under 5% of the main one's area are specks, unless they touch it
@@ -73,8 +77,13 @@ def load_image(source) -> Image.Image:
             image.seek(0)  # an animated GIF or multi-page TIFF: the first frame
             image.load()
             image = ImageOps.exif_transpose(image)
-        except (UnidentifiedImageError, SyntaxError):
+        except UnidentifiedImageError:
+            kind = next((name for name, magic in SIGNATURES.items() if data.startswith(magic)), None)
+            if kind:
+                raise ImageError(f"truncated or corrupt {kind} image") from None
             raise ImageError("not an image, or a format that cannot be read") from None
+        except SyntaxError as problem:  # PIL's word for a broken header
+            raise ImageError(f"truncated or corrupt image ({problem})") from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise ImageTooLargeError(f"image is over the {MAX_PIXELS:,}-pixel cap") from None
         except (OSError, ValueError, EOFError) as problem:
@@ -132,12 +141,14 @@ def grey_levels(image) -> np.ndarray:
 
 def ink_map(grey: np.ndarray) -> np.ndarray:
     """Bright ink on a zero ground: polarity decided by the paper (the median), lighting gradients removed by
-    subtracting a coarse estimate of the paper's own brightness, scaled so the strokes reach about 1."""
+    subtracting the paper's own local brightness, then its grain, scaled so the strokes reach about 1."""
     if grey.size == 0:
         raise NoDigitError("empty image")
     if float(np.median(grey)) > 0.5:  # most of a page is paper; light paper means dark ink
         grey = 1 - grey
-    ink = np.clip(grey - paper_level(grey), 0, None)
+    residual = grey - paper_level(grey)  # the paper is now 0 +- its grain
+    grain = float(np.median(np.abs(residual))) / 0.6745  # the paper's noise, as a standard deviation
+    ink = np.clip(residual - NOISE_FLOOR * grain, 0, None)
     strong = float(np.percentile(ink, 99.9))
     if strong < MIN_CONTRAST:
         raise NoDigitError("no digit found")
@@ -145,18 +156,19 @@ def ink_map(grey: np.ndarray) -> np.ndarray:
 
 
 def paper_level(grey: np.ndarray) -> np.ndarray:
-    """The paper's brightness under each pixel: the darkest of each block of a coarse grid and its neighbours
-    (a stroke never fills a block and its neighbours), smoothed and stretched back to full size."""
+    """The paper's brightness under each pixel: the median of each block of a coarse grid (strokes cover a
+    minority of most blocks), the lowest of each block and its neighbours (in case one is mostly ink),
+    stretched smoothly back to full size."""
     height, width = grey.shape
     blocks = [max(1, min(BACKGROUND_BLOCKS, height // MIN_BLOCK)), max(1, min(BACKGROUND_BLOCKS, width // MIN_BLOCK))]
     row_edges = np.linspace(0, height, blocks[0] + 1).astype(int)
     column_edges = np.linspace(0, width, blocks[1] + 1).astype(int)
-    darkest = np.array(
-        [[grey[r0:r1, c0:c1].min() for c0, c1 in zip(column_edges[:-1], column_edges[1:], strict=True)]
+    medians = np.array(
+        [[np.median(grey[r0:r1, c0:c1]) for c0, c1 in zip(column_edges[:-1], column_edges[1:], strict=True)]
          for r0, r1 in zip(row_edges[:-1], row_edges[1:], strict=True)],
         dtype=np.float32,
     )  # fmt: skip
-    padded = np.pad(darkest, 1, mode="edge")
+    padded = np.pad(medians, 1, mode="edge")
     neighbourhood = np.min([padded[i : i + blocks[0], j : j + blocks[1]] for i in range(3) for j in range(3)], axis=0)
     level = Image.fromarray(neighbourhood, "F").resize((width, height), Image.Resampling.BILINEAR)
     return np.asarray(level, dtype=np.float32)
