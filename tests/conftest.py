@@ -39,3 +39,40 @@ def small_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "small"
     result = run_cli("train", "--limit", 8000, "--epochs", 2, "--batch-size", 128, "--out", out, check=True)
     return out, result
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def live_server():
+    """The real `digitcnn serve` (the shipped model) in its own process on a free loopback port: its base URL."""
+    import time
+    import urllib.request
+
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "digitcnn", "serve", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/api/health", timeout=1).read()
+            break
+        except OSError:
+            if process.poll() is not None:
+                raise AssertionError(f"digitcnn serve exited: {process.stderr.read()}") from None
+            time.sleep(0.2)
+    else:
+        process.kill()
+        raise AssertionError("digitcnn serve did not answer within 60 s")
+    yield url
+    process.terminate()
+    process.wait(timeout=10)

@@ -102,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--csv", action="store_true", help="CSV with a header row")
     predict.add_argument("--show", metavar="OUT.png", help="draw each image beside what the model saw")
 
+    serve = commands.add_parser("serve", help="the draw-a-digit page and the JSON API", formatter_class=formatter)
+    add_model_argument(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback: this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on")
+
     show = commands.add_parser(
         "show", help="ten test digits with actual and predicted labels", formatter_class=formatter
     )
@@ -113,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     arguments = build_parser().parse_args(argv)
-    handler = {"train": run_train, "evaluate": run_evaluate, "predict": run_predict, "show": run_show}
+    handler = {"train": run_train, "evaluate": run_evaluate, "predict": run_predict, "show": run_show,
+               "serve": run_serve}  # fmt: skip
     try:
         return handler[arguments.command](arguments) or 0
     except (DigitcnnError, ValueError) as error:
@@ -221,6 +227,16 @@ def run_show(arguments) -> int:
     predicted = predict(model, x_test[:10]).argmax(axis=1)
     plot_predictions(x_test[:10], y_test[:10], predicted, arguments.out, class_names=model.config.class_names)
     print(f"wrote {arguments.out} ({time.perf_counter() - started:.1f} s)", file=sys.stderr)
+    return 0
+
+
+def run_serve(arguments) -> int:
+    try:
+        from .serve import serve
+    except ImportError as missing:
+        hint = "pip install 'digitcnn[web]'"
+        raise DigitcnnError(f"serving needs the web extra ({missing.name} is missing): {hint}") from None
+    serve(arguments.model, host=arguments.host, port=arguments.port)
     return 0
 
 

@@ -30,6 +30,7 @@ class Reading:
     error: str | None = None
     input: np.ndarray | None = dataclasses.field(default=None, repr=False)  # the 28x28 the model saw
     original: object | None = dataclasses.field(default=None, repr=False)  # the decoded image, for --show
+    failure: Exception | None = dataclasses.field(default=None, repr=False)  # what `error` says, for the server
 
     def as_dict(self) -> dict:
         fields = ("file", "label", "class_name", "confidence", "probabilities", "top3", "unsure", "error")
@@ -48,10 +49,10 @@ def read_images(model, sources: list, names: list[str] | None = None, keep_origi
             reading.original = image if keep_originals else None
             reading.input = preprocess(image)
             inputs.append(reading.input)
-        except NoDigitError:
-            reading.error = "no digit found"
+        except NoDigitError as error:
+            reading.error, reading.failure = "no digit found", error
         except ImageError as error:
-            reading.error = str(error)
+            reading.error, reading.failure = str(error), error
         readings.append(reading)
     if inputs:
         probabilities = predict(model, np.stack(inputs))

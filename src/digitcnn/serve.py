@@ -1,0 +1,168 @@
+"""`digitcnn serve`: the draw-a-digit page and the JSON API over one model.
+
+The model loads once; each request is read by the same `read_images` as `digitcnn predict`, in a worker thread,
+so the event loop keeps answering. Bad input is a 4xx with a JSON `error`, never a 500 or a traceback.
+"""
+
+import json
+import threading
+from importlib import resources
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from . import __version__
+from .errors import DigitcnnError, ImageTooLargeError, NoDigitError
+from .inference import load_model
+from .recognize import read_images
+from .runs import model_results
+
+# A phone photo is 2-6 MB as JPEG; a canvas drawing is a few kB. Bodies over the cap are refused from their
+# Content-Length, or as soon as a streamed body passes it, without reading the rest.
+MAX_BODY_BYTES = 5 * 1024 * 1024
+# The page's own files, served by fixed name: no route ever opens a path a request names.
+STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for a body over MAX_BODY_BYTES, by its declared length or as it streams in."""
+
+    def __init__(self, app, limit: int = MAX_BODY_BYTES):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            return await send_json(send, 413, {"error": f"request body over the {self.limit:,}-byte cap"})
+        received = 0
+
+        async def counting_receive():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise BodyTooLarge()
+            return message
+
+        return await self.app(scope, counting_receive, send)
+
+
+async def send_json(send, status: int, payload: dict) -> None:
+    body = json.dumps(payload).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+               (b"connection", b"close")]  # fmt: skip
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def status_for(failure: Exception | None) -> int:
+    """The HTTP status of one image's outcome: a blank page is an answer (200), the rest are the sender's fault."""
+    if failure is None or isinstance(failure, NoDigitError):
+        return 200
+    if isinstance(failure, ImageTooLargeError):
+        return 413
+    message = str(failure)
+    return 415 if message.startswith(("not an image", "unsupported")) else 422
+
+
+def create_app(model_source: str | Path | None = None) -> FastAPI:
+    model = load_model(model_source)
+    # One forward pass at a time: requests are single images, and two at once would only fight over the cores.
+    model_lock = threading.Lock()
+    results = model_results(model_source) if model_source else model_results(default_model_path())
+    health = {
+        "status": "ok",
+        "model": model.config.arch,
+        "dataset": model.config.dataset,
+        "classes": model.config.class_names,
+        "version": __version__,
+        "test_accuracy": (results or {}).get("test_accuracy"),
+    }
+    static = resources.files("digitcnn") / "static"
+    page = (static / "index.html").read_text()
+    files = {name: (static / name).read_bytes() for name in STATIC_FILES}
+
+    app = FastAPI(title="digitcnn", version=__version__, description="Reads handwritten digits from images.")
+    app.add_middleware(BodyLimit)
+
+    @app.exception_handler(BodyTooLarge)
+    async def too_large(request, error):
+        return JSONResponse({"error": f"request body over the {MAX_BODY_BYTES:,}-byte cap"}, status_code=413)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request, error):
+        return JSONResponse({"error": str(error.detail)}, status_code=error.status_code)
+
+    @app.exception_handler(DigitcnnError)
+    async def user_error(request, error):
+        return JSONResponse({"error": str(error)}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request, error):  # a bug of ours: say so without leaking a traceback
+        return JSONResponse({"error": "internal error"}, status_code=500)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index():
+        return HTMLResponse(page)
+
+    @app.get("/static/{name}", include_in_schema=False)
+    async def static_file(name: str):
+        if name not in files:
+            return JSONResponse({"error": "not found"}, status_code=404)
+        return Response(files[name], media_type=STATIC_FILES[name])
+
+    @app.get("/api/health")
+    async def api_health() -> dict:
+        """The model being served, the package version, and the model's test accuracy when it is known."""
+        return health
+
+    @app.post("/api/predict")
+    async def api_predict(request: Request, include_input: bool = False):
+        """An image as a multipart `file` field or as the raw body -> the same JSON object as
+        `digitcnn predict --json` prints (plus `input`, the 28x28 the model saw, with ?include_input=true)."""
+        name, data = None, b""
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            form = await request.form(max_files=1, max_fields=4)
+            upload = form.get("file")
+            if upload is None or isinstance(upload, str):
+                return JSONResponse({"error": "multipart body without a 'file' field"}, status_code=422)
+            name, data = upload.filename, await upload.read()
+        else:
+            data = await request.body()
+        if not data:
+            return JSONResponse({"error": "empty body: send an image as multipart 'file' or raw"}, status_code=422)
+
+        def read():
+            with model_lock:
+                return read_images(model, [data], names=[name])[0]
+
+        reading = await run_in_threadpool(read)
+        answer = reading.as_dict()
+        if include_input and reading.input is not None:
+            answer["input"] = [[round(float(value), 3) for value in row] for row in reading.input]
+        return JSONResponse(answer, status_code=status_for(reading.failure))
+
+    return app
+
+
+def default_model_path() -> Path:
+    from .inference import SHIPPED_MODEL
+
+    return SHIPPED_MODEL
+
+
+def serve(model_source=None, host: str = "127.0.0.1", port: int = 8000) -> None:
+    import uvicorn
+
+    app = create_app(model_source)
+    print(f"digitcnn: serving {app.title} on http://{host}:{port}/ (Ctrl-C stops)", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -1,0 +1,126 @@
+"""The JSON API: real digits and every kind of bad request, through an HTTP client against the app and against
+the real server process."""
+
+import io
+import json
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from digitcnn.serve import MAX_BODY_BYTES, create_app
+from tests.test_preprocess import png_header_only
+
+
+@pytest.fixture(scope="module")
+def client():
+    with TestClient(create_app(), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def png_of(pixels: np.ndarray, size: int = 140, dark_ink: bool = True) -> bytes:
+    image = Image.fromarray(255 - pixels if dark_ink else pixels).resize((size, size), Image.Resampling.BICUBIC)
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_real_digits_get_their_labels_as_multipart_and_as_raw_bodies(client, mnist):
+    _, (x_test, y_test) = mnist
+    for index in range(10):
+        body = png_of(x_test[index])
+        multipart = client.post("/api/predict", files={"file": (f"{index}.png", body, "image/png")})
+        raw = client.post("/api/predict", content=body, headers={"content-type": "image/png"})
+        assert multipart.status_code == raw.status_code == 200
+        answer = multipart.json()
+        assert answer["label"] == int(y_test[index]) and answer["file"] == f"{index}.png"
+        assert raw.json()["probabilities"] == answer["probabilities"] and raw.json()["file"] is None
+        assert set(answer) == {"file", "label", "class_name", "confidence", "probabilities", "top3", "unsure", "error"}
+
+
+def test_the_answer_is_what_the_cli_prints(client, mnist, tmp_path):
+    from tests.conftest import run_cli
+
+    _, (x_test, _) = mnist
+    path = tmp_path / "digit.png"
+    path.write_bytes(png_of(x_test[3]))
+    printed = json.loads(run_cli("predict", "--json", path, check=True).stdout)
+    answered = client.post("/api/predict", files={"file": (str(path), path.read_bytes())}).json()
+    assert answered == printed
+
+
+def test_the_model_input_comes_back_on_request(client, mnist):
+    _, (x_test, _) = mnist
+    answer = client.post("/api/predict?include_input=true", content=png_of(x_test[0])).json()
+    seen = np.array(answer["input"])
+    assert seen.shape == (28, 28) and 0 <= seen.min() and seen.max() <= 1 and seen.max() > 0.9
+
+
+def test_a_blank_canvas_is_an_unsure_answer_not_an_error(client):
+    buffer = io.BytesIO()
+    Image.new("RGBA", (280, 280), (255, 255, 255, 255)).save(buffer, "PNG")
+    response = client.post("/api/predict", files={"file": ("canvas.png", buffer.getvalue())})
+    assert response.status_code == 200
+    assert response.json() | {} == {**response.json(), "label": None, "unsure": True, "error": "no digit found"}
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        (b"hello, this is text", 415, "not an image"),
+        (b"P5\n4 4\n255\n" + bytes(16), 415, "unsupported image format"),
+        (png_header_only(64, 64)[:40], 422, "truncated"),
+        (png_header_only(30_000, 30_000), 413, "pixel cap"),
+        (b"", 422, "empty body"),
+    ],
+)
+def test_bad_images_are_4xx_with_a_json_error(client, body, status, message):
+    for response in (
+        client.post("/api/predict", content=body),
+        client.post("/api/predict", files={"file": ("upload.bin", body)}),
+    ):
+        assert response.status_code == status
+        assert message in response.json()["error"] and "Traceback" not in response.text
+
+
+def test_malformed_requests_are_4xx_never_500(client):
+    no_file = client.post("/api/predict", data={"name": "x"}, files={"other": ("a.png", b"123")})
+    assert no_file.status_code == 422 and "file" in no_file.json()["error"]
+    assert client.get("/api/predict").status_code == 405
+    assert client.post("/api/predict?include_input=maybe", content=b"x").status_code == 422
+    assert client.get("/static/../serve.py").status_code == 404
+    assert client.get("/static/index.html").status_code == 404  # only the page's own assets, by fixed name
+    assert client.get("/no/such/page").json() == {"error": "Not Found"}
+
+
+def test_health_names_the_model_and_its_test_accuracy(client):
+    health = client.get("/api/health").json()
+    assert health["status"] == "ok" and health["model"] == "best" and health["classes"][7] == "7"
+    assert health["test_accuracy"] > 0.99
+    assert "/api/predict" in client.get("/openapi.json").json()["paths"]
+    assert client.get("/docs").status_code == 200
+
+
+def test_the_page_and_its_assets_are_served_without_outside_resources(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "<canvas" in page.text
+    for text in (page.text, client.get("/static/app.js").text, client.get("/static/style.css").text):
+        assert "http://" not in text and "https://" not in text  # no CDN: everything from this server
+
+
+def test_the_real_server_caps_bodies_by_length_and_while_streaming(live_server, mnist):
+    _, (x_test, y_test) = mnist
+    good = httpx.post(f"{live_server}/api/predict", files={"file": ("d.png", png_of(x_test[1]))})
+    assert good.status_code == 200 and good.json()["label"] == int(y_test[1])
+    declared = httpx.post(f"{live_server}/api/predict", content=b"\0" * (MAX_BODY_BYTES + 1))
+    assert declared.status_code == 413 and "cap" in declared.json()["error"]
+
+    def chunks():  # no Content-Length: the server must count as the body streams in
+        for _ in range(MAX_BODY_BYTES // 65536 + 2):
+            yield b"\0" * 65536
+
+    streamed = httpx.post(f"{live_server}/api/predict", content=chunks())
+    assert streamed.status_code == 413 and "cap" in streamed.json()["error"]
+    assert httpx.get(f"{live_server}/api/health").json()["status"] == "ok"  # and it goes on serving
