@@ -1,0 +1,94 @@
+"""End to end in a real browser: Debian's headless Chromium, driven by Playwright, against `digitcnn serve`."""
+
+import io
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.conftest import REPO
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = REPO / "test-artifacts"
+# As the machine's probe found: without these, Chromium's background connections stall on a closed network.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists() and not shutil.which("chromium"), reason="needs Debian's chromium"),
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(params=[{"width": 1000, "height": 700}, {"width": 390, "height": 844}], ids=["desktop", "phone"])
+def page(browser, live_server, request):
+    context = browser.new_context(viewport=request.param, has_touch=request.param["width"] < 500)
+    opened = context.new_page()
+    outside = []
+    opened.on("request", lambda req: None if req.url.startswith(live_server) else outside.append(req.url))
+    opened.goto(live_server + "/")
+    yield opened
+    assert outside == [], f"the page fetched from outside the server: {outside}"
+    context.close()
+
+
+def draw(page, strokes):
+    """Mouse strokes on the canvas; points are fractions of its width and height."""
+    box = page.locator("#pad").bounding_box()
+    for stroke in strokes:
+        x, y = stroke[0]
+        page.mouse.move(box["x"] + x * box["width"], box["y"] + y * box["height"])
+        page.mouse.down()
+        for x, y in stroke[1:]:
+            page.mouse.move(box["x"] + x * box["width"], box["y"] + y * box["height"], steps=8)
+        page.mouse.up()
+
+
+def wait_for_label(page, label: str) -> None:
+    page.wait_for_function(f"document.getElementById('label').textContent === {label!r}", timeout=15_000)
+
+
+def test_drawing_a_digit_shows_its_label_and_clear_resets(page):
+    assert page.locator("#label").text_content() == "?"
+    draw(page, [[(0.5, 0.15), (0.5, 0.85)]])  # a one
+    wait_for_label(page, "1")
+    assert len(page.locator("#bars li").all()) == 10
+    assert page.locator("#bars li.top span").first.text_content() == "1"
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"drawn-one-{page.viewport_size['width']}.png"))
+
+    page.click("#clear")
+    wait_for_label(page, "?")
+    assert page.evaluate("document.body.dataset.state") == "blank"
+
+    draw(page, [[(0.25, 0.2), (0.75, 0.2), (0.45, 0.85)]])  # a seven
+    wait_for_label(page, "7")
+    page.click("#undo")
+    wait_for_label(page, "?")
+
+
+def test_uploading_a_file_reads_it_through_the_same_api(page, mnist, tmp_path):
+    _, (x_test, y_test) = mnist
+    path = tmp_path / "photo.png"
+    buffer = io.BytesIO()
+    Image.fromarray(255 - x_test[2]).resize((200, 200)).save(buffer, "PNG")
+    path.write_bytes(buffer.getvalue())
+    page.set_input_files("#upload", str(path))
+    wait_for_label(page, str(y_test[2]))
+    bright_pixels = (
+        "Array.from(document.getElementById('seen').getContext('2d').getImageData(0, 0, 28, 28).data)"
+        ".filter((value, index) => index % 4 === 0 && value > 128).length"
+    )
+    seen = page.evaluate(bright_pixels)
+    assert seen > 20  # the 28x28 the model saw is drawn
