@@ -28,6 +28,17 @@ def centre_of_mass(image: np.ndarray) -> tuple[float, float]:
     return float((image.sum(axis=1) * ROWS).sum() / total), float((image.sum(axis=0) * ROWS).sum() / total)
 
 
+def distance(first: np.ndarray, second: np.ndarray) -> float:
+    """Mean absolute difference at the best alignment within one pixel: centring rounds its shift to whole
+    pixels, as MNIST's did, so the same digit may land one pixel apart."""
+    padded = np.pad(second, 1)
+    return min(
+        float(np.abs(first - padded[1 + dy : 29 + dy, 1 + dx : 29 + dx]).mean())
+        for dy in (-1, 0, 1)
+        for dx in (-1, 0, 1)
+    )
+
+
 def encode(image: Image.Image, kind: str) -> bytes:
     buffer = io.BytesIO()
     if kind == "jpeg":
@@ -85,7 +96,7 @@ def test_a_digit_on_a_page_comes_out_mnist_shaped(mnist, rendering):
     assert abs(row - 14) <= 1 and abs(column - 14) <= 1
     # And it resembles the digit it came from, as MNIST would have it.
     reference = preprocess(x_test[index])
-    assert np.abs(result - reference).mean() < 0.12
+    assert distance(result, reference) < 0.1
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -94,8 +105,7 @@ def test_polarity_does_not_matter(mnist, index, gradient):
     _, (x_test, _) = mnist
     light_on_dark = render_on_page(x_test[index], 3, (0.5, 0.5), False, gradient, 0.0, "L", 0)
     dark_on_light = render_on_page(x_test[index], 3, (0.5, 0.5), True, gradient, 0.0, "L", 0)
-    # Up to a one-pixel difference in centring (the shift is rounded, as MNIST's was); inverted would be ~0.3.
-    assert np.abs(preprocess(light_on_dark) - preprocess(dark_on_light)).mean() < 0.07
+    assert distance(preprocess(light_on_dark), preprocess(dark_on_light)) < 0.04  # inverted would be ~0.3
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -129,7 +139,7 @@ def test_a_canvas_drawing_with_transparency_reads_like_the_digit(mnist, index, i
     canvas = Image.new("RGBA", (280, 280), (*ink_colour, 0))
     canvas.putalpha(alpha)
     result = preprocess(load_image(encode(canvas, "png")))
-    assert np.abs(result - preprocess(x_test[index])).mean() < 0.1
+    assert distance(result, preprocess(x_test[index])) < 0.08
 
 
 def test_blank_and_noise_only_images_have_no_digit():
@@ -150,7 +160,7 @@ def test_every_supported_format_reads_the_same_digit(mnist, tmp_path, image_form
     path = tmp_path / f"digit.{image_format.lower()}"
     Image.fromarray(255 - x_test[0]).resize((84, 84)).convert("RGB").save(path, image_format)
     result = preprocess(load_image(path))
-    assert np.abs(result - preprocess(x_test[0])).mean() < 0.06
+    assert distance(result, preprocess(x_test[0])) < 0.06
 
 
 def test_exif_orientation_is_applied(mnist, tmp_path):
@@ -162,7 +172,7 @@ def test_exif_orientation_is_applied(mnist, tmp_path):
     exif[0x0112] = 6
     path = tmp_path / "photo.jpg"
     stored.convert("RGB").save(path, "JPEG", exif=exif.tobytes(), quality=95)
-    assert np.abs(preprocess(load_image(path)) - preprocess(upright)).mean() < 0.06
+    assert distance(preprocess(load_image(path)), preprocess(upright)) < 0.06
 
 
 def png_header_only(width: int, height: int) -> bytes:

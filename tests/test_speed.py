@@ -51,3 +51,16 @@ def test_levers_benchmark_measures_every_lever(tmp_path):
         "fast channels_last", "fast contiguous", "seed channels_last", "seed contiguous",
     }  # fmt: skip
     assert all(value > 0 for value in result["dropout_mask_milliseconds"].values())
+
+
+def test_user_style_benchmark_reads_every_style_through_the_real_path(tmp_path):
+    result = run_benchmark("user_style", tmp_path)
+    assert len(result["styles"]) == 6 and result["digits_per_style"] == 50
+    # Not a target, a sanity floor: these renderings are legible, so a working pipeline reads most of them.
+    assert all(style["accuracy"] > 0.7 for style in result["styles"].values())
+
+
+def test_load_benchmark_serves_real_requests_without_errors(tmp_path):
+    result = run_benchmark("load", tmp_path)
+    assert result["requests"] == 200 and result["errors"] == 0 and result["wrong_labels"] <= 10
+    assert set(result["server_rss_mb"]) == {"start", "middle", "end"}

@@ -39,7 +39,7 @@ BACKGROUND_BLOCKS = 8  # the lighting is estimated on an 8x8 grid: coarser than 
 MIN_BLOCK = 32  # ...of blocks at least this many pixels wide: a small image's paper is one level
 NOISE_FLOOR = 3.0  # grain within 3 standard deviations of the paper is paper, not ink
 MIN_CONTRAST = 0.12  # ink must stand this far (of full scale) above the local paper, or there is no digit
-MIN_INK_FRACTION = 0.002  # the digit's ink covers at least this much of the analysis image (noise specks do not)
+MIN_INK_FRACTION = 0.001  # the digit's ink covers at least this much of the analysis image (noise specks do not)
 SPECK_FRACTION = 0.05  # components under 5% of the main one's area are specks, unless they touch it
 BORDER_PENALTY = 0.25  # ink touching the frame's edge is more often a shadow or the table than the digit
 
@@ -149,7 +149,7 @@ def ink_map(grey: np.ndarray) -> np.ndarray:
     residual = grey - paper_level(grey)  # the paper is now 0 +- its grain
     grain = float(np.median(np.abs(residual))) / 0.6745  # the paper's noise, as a standard deviation
     ink = np.clip(residual - NOISE_FLOOR * grain, 0, None)
-    strong = float(np.percentile(ink, 99.9))
+    strong = float(np.percentile(ink, 99.99))  # the strokes, even when they are a sliver of a photo
     if strong < MIN_CONTRAST:
         raise NoDigitError("no digit found")
     return np.clip(ink / strong, 0, 1)
@@ -157,8 +157,8 @@ def ink_map(grey: np.ndarray) -> np.ndarray:
 
 def paper_level(grey: np.ndarray) -> np.ndarray:
     """The paper's brightness under each pixel: the median of each block of a coarse grid (strokes cover a
-    minority of most blocks), the lowest of each block and its neighbours (in case one is mostly ink),
-    stretched smoothly back to full size."""
+    minority of most blocks), or of its neighbours' medians where that is lower (a block that is mostly
+    ink), stretched smoothly back to full size."""
     height, width = grey.shape
     blocks = [max(1, min(BACKGROUND_BLOCKS, height // MIN_BLOCK)), max(1, min(BACKGROUND_BLOCKS, width // MIN_BLOCK))]
     row_edges = np.linspace(0, height, blocks[0] + 1).astype(int)
@@ -169,8 +169,9 @@ def paper_level(grey: np.ndarray) -> np.ndarray:
         dtype=np.float32,
     )  # fmt: skip
     padded = np.pad(medians, 1, mode="edge")
-    neighbourhood = np.min([padded[i : i + blocks[0], j : j + blocks[1]] for i in range(3) for j in range(3)], axis=0)
-    level = Image.fromarray(neighbourhood, "F").resize((width, height), Image.Resampling.BILINEAR)
+    neighbours = np.median([padded[i : i + blocks[0], j : j + blocks[1]] for i in range(3) for j in range(3)], axis=0)
+    paper = np.minimum(medians, neighbours).astype(np.float32)
+    level = Image.fromarray(paper, "F").resize((width, height), Image.Resampling.BILINEAR)
     return np.asarray(level, dtype=np.float32)
 
 
@@ -178,15 +179,11 @@ def locate_digit(ink: np.ndarray) -> tuple[slice, slice]:
     """The bounding box, at full resolution, of the digit: the main connected ink component (larger and away
     from the frame's edge) with the pieces near it, ignoring specks and page-edge shadows."""
     height, width = ink.shape
-    factor = max(height, width) / ANALYSIS_SIDE
-    small = ink
-    if factor > 1:
-        size = (max(1, round(width / factor)), max(1, round(height / factor)))
-        small = np.asarray(Image.fromarray(ink, "F").resize(size, Image.Resampling.BOX), dtype=np.float32)
-    else:
-        factor = 1.0
-    smoothed = np.asarray(Image.fromarray(small, "F").filter(ImageFilter.MedianFilter(3)), dtype=np.float32)
-    mask = smoothed > max(otsu_threshold(smoothed), MIN_CONTRAST)
+    # Each analysis pixel is the strongest ink of its block, so a fine pen's stroke survives the shrinking.
+    factor = max(1, int(np.ceil(max(height, width) / ANALYSIS_SIDE)))
+    padded = np.pad(ink, ((0, -height % factor), (0, -width % factor)))
+    small = padded.reshape(padded.shape[0] // factor, factor, padded.shape[1] // factor, factor).max(axis=(1, 3))
+    mask = small > max(otsu_threshold(small), MIN_CONTRAST)
     if mask.mean() < MIN_INK_FRACTION:
         raise NoDigitError("no digit found")
     labels, count = connected_components(mask)
@@ -198,16 +195,22 @@ def locate_digit(ink: np.ndarray) -> tuple[slice, slice]:
     main = int(np.argmax(scores))
     top, left = boxes[main].min(axis=0)
     bottom, right = boxes[main].max(axis=0)
-    reach = 0.5 * max(bottom - top, right - left) + 2  # a 5's flag or an i-dot-like gap, but not the next digit
-    for index, points in enumerate(boxes):
-        if index == main or areas[index] < SPECK_FRACTION * areas[main]:
-            continue
-        near_top, near_left = points.min(axis=0)
-        near_bottom, near_right = points.max(axis=0)
-        if near_top <= bottom + reach and near_bottom >= top - reach and near_left <= right + reach \
-                and near_right >= left - reach:  # fmt: skip
-            top, left = min(top, near_top), min(left, near_left)
-            bottom, right = max(bottom, near_bottom), max(right, near_right)
+    # Pieces near the digit join it (a 5's flag, a broken fine-pen stroke), and the box grows as they do, but
+    # a piece farther than a third of the box away is another mark on the page.
+    merged, growing = {main}, True
+    while growing:
+        growing = False
+        reach = max(bottom - top, right - left) / 3 + 2
+        for index, points in enumerate(boxes):
+            if index in merged or areas[index] < SPECK_FRACTION * areas[main]:
+                continue
+            (near_top, near_left), (near_bottom, near_right) = points.min(axis=0), points.max(axis=0)
+            if near_top <= bottom + reach and near_bottom >= top - reach and near_left <= right + reach \
+                    and near_right >= left - reach:  # fmt: skip
+                top, left = min(top, near_top), min(left, near_left)
+                bottom, right = max(bottom, near_bottom), max(right, near_right)
+                merged.add(index)
+                growing = True
     # Back to full resolution with a one-cell margin, then tightened to the ink actually there.
     rows = slice(max(0, int((top - 1) * factor)), min(height, int(np.ceil((bottom + 2) * factor))))
     columns = slice(max(0, int((left - 1) * factor)), min(width, int(np.ceil((right + 2) * factor))))

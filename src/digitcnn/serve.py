@@ -5,10 +5,12 @@ so the event loop keeps answering. Bad input is a 4xx with a JSON `error`, never
 """
 
 import json
+import os
 import threading
 from importlib import resources
 from pathlib import Path
 
+import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
@@ -76,8 +78,10 @@ def status_for(failure: Exception | None) -> int:
 
 def create_app(model_source: str | Path | None = None) -> FastAPI:
     model = load_model(model_source)
-    # One forward pass at a time: requests are single images, and two at once would only fight over the cores.
-    model_lock = threading.Lock()
+    # Requests are single images: one core each, as many at once as there are cores. Two OpenMP threads per
+    # image took ~100x longer (0.9 ms -> 105 ms measured) as soon as anything else wanted a core.
+    torch.set_num_threads(1)
+    model_slots = threading.BoundedSemaphore(os.cpu_count() or 1)
     results = model_results(model_source) if model_source else model_results(default_model_path())
     health = {
         "status": "ok",
@@ -142,7 +146,7 @@ def create_app(model_source: str | Path | None = None) -> FastAPI:
             return JSONResponse({"error": "empty body: send an image as multipart 'file' or raw"}, status_code=422)
 
         def read():
-            with model_lock:
+            with model_slots:
                 return read_images(model, [data], names=[name])[0]
 
         reading = await run_in_threadpool(read)
