@@ -113,13 +113,22 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_argument(show)
     add_data_arguments(show)
     show.add_argument("--out", metavar="FILE.png", required=True, help="where to write the figure")
+
+    export = commands.add_parser(
+        "export", help="write a model for another runtime, checked against PyTorch", formatter_class=formatter
+    )
+    add_model_argument(export)
+    export.add_argument("--format", choices=("onnx",), default="onnx", help="file format")
+    export.add_argument("--out", metavar="FILE.onnx", required=True, help="where to write the model")
+    add_data_arguments(export)
+    export.add_argument("--json", action="store_true", help="print the validation report as one JSON object")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     arguments = build_parser().parse_args(argv)
     handler = {"train": run_train, "evaluate": run_evaluate, "predict": run_predict, "show": run_show,
-               "serve": run_serve}  # fmt: skip
+               "serve": run_serve, "export": run_export}  # fmt: skip
     try:
         return handler[arguments.command](arguments) or 0
     except (DigitcnnError, ValueError) as error:
@@ -227,6 +236,29 @@ def run_show(arguments) -> int:
     predicted = predict(model, x_test[:10]).argmax(axis=1)
     plot_predictions(x_test[:10], y_test[:10], predicted, arguments.out, class_names=model.config.class_names)
     print(f"wrote {arguments.out} ({time.perf_counter() - started:.1f} s)", file=sys.stderr)
+    return 0
+
+
+def run_export(arguments) -> int:
+    try:
+        from .export import export_onnx
+    except ImportError as missing:
+        raise DigitcnnError(f"export needs the export extra ({missing.name} is missing): "
+                            "pip install 'digitcnn[export]'") from None  # fmt: skip
+    from .api import load_split
+    from .export import VALIDATION_DIGITS
+    from .inference import load_model
+
+    model = load_model(arguments.model)
+    _, (x_test, _) = load_split(arguments.dataset or model.config.dataset, arguments.data)
+    report = export_onnx(model, arguments.out, images=x_test[:VALIDATION_DIGITS])
+    if arguments.json:
+        print(json.dumps(report))
+    else:
+        print(f"wrote {report['path']} (ONNX opset {report['opset']})")
+        print(f"checked against PyTorch on {report['digits']} test digits: max abs logit difference "
+              f"{report['max_abs_difference']:.2e} (tolerance {report['tolerance']:g}), "
+              f"labels identical: {'yes' if report['labels_identical'] else 'no'}")  # fmt: skip
     return 0
 
 

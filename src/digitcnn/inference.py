@@ -5,9 +5,9 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .errors import ModelError
+from .metrics import softmax
 from .runs import WEIGHTS_FILE, load_model_file, load_run_model
 
 # The model shipped inside the package (issue: people's own digits); absent until it is trained and committed.
@@ -22,7 +22,8 @@ class Evaluation(NamedTuple):
 
 
 def load_model(source: str | Path | None = None):
-    """A run folder, a model .safetensors file, or None for the model shipped with the package."""
+    """A run folder, a model .safetensors file, an exported .onnx file (run by onnxruntime), or None for the
+    model shipped with the package."""
     if source is None:
         if not SHIPPED_MODEL.exists():
             raise ModelError("no model given and no shipped model in this install; pass --model RUN_DIR")
@@ -32,9 +33,13 @@ def load_model(source: str | Path | None = None):
         return load_run_model(path)
     if path.suffix == ".safetensors":
         return load_model_file(path)
+    if path.suffix == ".onnx":
+        from .onnx_runtime import OnnxModel  # onnxruntime is the export extra's; imported only when asked for
+
+        return OnnxModel(path)
     if not path.exists():
         raise ModelError(f"model {path} does not exist")
-    raise ModelError(f"{path} is neither a run folder nor a {WEIGHTS_FILE} file")
+    raise ModelError(f"{path} is neither a run folder nor a {WEIGHTS_FILE} or .onnx file")
 
 
 def as_pixels(images) -> torch.Tensor:
@@ -47,16 +52,30 @@ def as_pixels(images) -> torch.Tensor:
         tensor = tensor.float().div_(255)
     elif not tensor.is_floating_point():
         raise ValueError(f"images must be uint8 or float, not {tensor.dtype}")
-    tensor = tensor.float()
-    if tensor.dim() == 2:
-        tensor = tensor[None]
-    if tensor.dim() == 4 and tensor.shape[-1] == 1 and tensor.shape[1] != 1:
-        tensor = tensor.permute(0, 3, 1, 2)
-    if tensor.dim() == 3:
-        tensor = tensor[:, None]
-    if tensor.dim() != 4 or tensor.shape[1] != 1:
-        raise ValueError(f"images must be shaped (N, 28, 28) or (N, 28, 28, 1), not {tuple(np.shape(images))}")
-    return tensor
+    return as_batch_shape(tensor.float(), np.shape(images))
+
+
+def as_pixel_array(images) -> np.ndarray:
+    """`as_pixels` as a contiguous float32 numpy array, for runtimes other than PyTorch (onnxruntime)."""
+    array = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    if array.dtype == np.uint8:
+        array = array.astype(np.float32) / np.float32(255)
+    elif not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(f"images must be uint8 or float, not {array.dtype}")
+    return np.ascontiguousarray(as_batch_shape(array.astype(np.float32, copy=False), np.shape(images)))
+
+
+def as_batch_shape(pixels, shape_given: tuple):
+    """(28, 28), (N, 28, 28) or (N, 28, 28, 1) -> (N, 1, 28, 28); the same for a numpy array and a tensor."""
+    if pixels.ndim == 2:
+        pixels = pixels[None]
+    if pixels.ndim == 4 and pixels.shape[-1] == 1 and pixels.shape[1] != 1:
+        pixels = pixels[..., 0]
+    if pixels.ndim == 3:
+        pixels = pixels[:, None]
+    if pixels.ndim != 4 or pixels.shape[1] != 1:
+        raise ValueError(f"images must be shaped (N, 28, 28) or (N, 28, 28, 1), not {tuple(shape_given)}")
+    return pixels
 
 
 def as_labels(labels) -> torch.Tensor:
@@ -90,17 +109,19 @@ def predict(model, images, batch_size: int = 1024) -> np.ndarray:
     """Class probabilities (N, classes), calibrated by the model's fitted temperature. A single 28x28 image
     gives a single row of 10 probabilities."""
     single = np.ndim(images) == 2
-    logits = torch.from_numpy(predict_logits(model, images, batch_size))
-    probabilities = F.softmax(logits / model.config.temperature, dim=1).numpy()
+    logits = predict_logits(model, images, batch_size)
+    probabilities = softmax(logits, model.config.temperature).astype(np.float32)
     return probabilities[0] if single else probabilities
 
 
 def evaluate(model, images, labels, batch_size: int = 1024) -> Evaluation:
     """Mean cross-entropy (at temperature 1, as training measures it) and accuracy."""
-    logits = torch.from_numpy(predict_logits(model, images, batch_size))
-    targets = as_labels(labels)
+    logits = predict_logits(model, images, batch_size)
+    targets = as_labels(labels).numpy()
     if len(targets) != len(logits):
         raise ValueError(f"{len(logits)} images but {len(targets)} labels")
-    loss = F.cross_entropy(logits, targets).item()
-    accuracy = (logits.argmax(dim=1) == targets).float().mean().item()
+    shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    log_probabilities = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    loss = float(-log_probabilities[np.arange(len(targets)), targets].mean())
+    accuracy = float((logits.argmax(axis=1) == targets).mean())
     return Evaluation(loss, accuracy)
