@@ -10,9 +10,9 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
-def run_cli(*arguments, check=False, timeout=600, **kwargs) -> subprocess.CompletedProcess:
+def run_cli(*arguments, check=False, timeout=600, env=None, **kwargs) -> subprocess.CompletedProcess:
     """Runs the real `digitcnn` command in a fresh process, as a user would."""
-    environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    environment = {**(env or os.environ), "PYTHONUNBUFFERED": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "digitcnn", *map(str, arguments)],
         capture_output=True,
