@@ -36,6 +36,8 @@ MAX_THINNING, MAX_THICKENING = 1, 2  # MNIST pixels of stroke width removed or a
 WORK_SCALE = 4  # strokes are adjusted at 4x MNIST's scale (80 px), where a 1-px step is a quarter of a pixel
 ANALYSIS_SIDE = 128  # the ink is located on a copy no larger than this: cheap, and large enough for a digit
 BACKGROUND_BLOCKS = 8  # the lighting is estimated on an 8x8 grid: coarser than any stroke, finer than a gradient
+PAPER_FIT_ROUNDS = 5  # rounds of dropping ink-covered blocks from the paper fit; it settles in two or three
+PAPER_TOLERANCE = 0.01  # block medians within 3x this of the fitted paper are paper (JPEG and grain wobble)
 MIN_BLOCK = 32  # ...of blocks at least this many pixels wide: a small image's paper is one level
 NOISE_FLOOR = 3.0  # grain within 3 standard deviations of the paper is paper, not ink
 MIN_CONTRAST = 0.12  # ink must stand this far (of full scale) above the local paper, or there is no digit
@@ -156,9 +158,10 @@ def ink_map(grey: np.ndarray) -> np.ndarray:
 
 
 def paper_level(grey: np.ndarray) -> np.ndarray:
-    """The paper's brightness under each pixel: the median of each block of a coarse grid (strokes cover a
-    minority of most blocks), or of its neighbours' medians where that is lower (a block that is mostly
-    ink), stretched smoothly back to full size."""
+    """The paper's brightness under each pixel: a smooth surface (quadratic in x and y, enough for a lighting
+    gradient or a lens's vignetting) fitted to the medians of a coarse grid of blocks. Blocks that are mostly
+    ink stand above the paper, so they are dropped from the fit in a few rounds; a thick digit filling several
+    neighbouring blocks therefore cannot lift the paper level under itself and hollow its own strokes."""
     height, width = grey.shape
     blocks = [max(1, min(BACKGROUND_BLOCKS, height // MIN_BLOCK)), max(1, min(BACKGROUND_BLOCKS, width // MIN_BLOCK))]
     row_edges = np.linspace(0, height, blocks[0] + 1).astype(int)
@@ -166,13 +169,40 @@ def paper_level(grey: np.ndarray) -> np.ndarray:
     medians = np.array(
         [[np.median(grey[r0:r1, c0:c1]) for c0, c1 in zip(column_edges[:-1], column_edges[1:], strict=True)]
          for r0, r1 in zip(row_edges[:-1], row_edges[1:], strict=True)],
-        dtype=np.float32,
-    )  # fmt: skip
-    padded = np.pad(medians, 1, mode="edge")
-    neighbours = np.median([padded[i : i + blocks[0], j : j + blocks[1]] for i in range(3) for j in range(3)], axis=0)
-    paper = np.minimum(medians, neighbours).astype(np.float32)
-    level = Image.fromarray(paper, "F").resize((width, height), Image.Resampling.BILINEAR)
-    return np.asarray(level, dtype=np.float32)
+        dtype=np.float64,
+    ).ravel()  # fmt: skip
+    row_centres = (row_edges[:-1] + row_edges[1:]) / 2 / height - 0.5
+    column_centres = (column_edges[:-1] + column_edges[1:]) / 2 / width - 0.5
+    block_rows, block_columns = np.meshgrid(row_centres, column_centres, indexing="ij")
+    terms = surface_terms(block_rows.ravel(), block_columns.ravel(), blocks)
+    coefficients, *_ = np.linalg.lstsq(terms, medians, rcond=None)
+    residual = medians - terms @ coefficients
+    # Ink only ever lifts a block, so the lower half of the residuals is paper even when ink pulled the first
+    # fit up; from there, blocks within the paper's own spread of the refitted surface join back.
+    paper = residual <= np.median(residual)
+    for _ in range(PAPER_FIT_ROUNDS):
+        coefficients, *_ = np.linalg.lstsq(terms[paper], medians[paper], rcond=None)
+        residual = medians - terms @ coefficients
+        spread = max(float(np.median(np.abs(residual[paper]))) / 0.6745, PAPER_TOLERANCE)
+        keep = residual < 3 * spread
+        if keep.sum() < terms.shape[1] or np.array_equal(keep, paper):
+            break
+        paper = keep
+    rows = (np.arange(height) + 0.5) / height - 0.5
+    columns = (np.arange(width) + 0.5) / width - 0.5
+    pixel_rows, pixel_columns = np.meshgrid(rows, columns, indexing="ij")
+    level = surface_terms(pixel_rows.ravel(), pixel_columns.ravel(), blocks) @ coefficients
+    return level.reshape(height, width).astype(np.float32)
+
+
+def surface_terms(rows: np.ndarray, columns: np.ndarray, blocks: list[int]) -> np.ndarray:
+    """The design matrix of the paper surface: quadratic where the grid has room for it, else flatter."""
+    terms = [np.ones_like(rows)]
+    if min(blocks) >= 2:
+        terms += [rows, columns]
+    if min(blocks) >= 4:
+        terms += [rows * rows, columns * columns, rows * columns]
+    return np.stack(terms, axis=1)
 
 
 def locate_digit(ink: np.ndarray) -> tuple[slice, slice]:
