@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Reproduces the model shipped in src/digitcnn/weights/default.safetensors (bash scripts/ship_model.sh [RUN_DIR]):
-# on the first 54,000 training images (the last 6,000 are its validation split), then copied into the package
-# with its config and its one test-set result in the file's metadata. About 15 minutes on 2 cores.
+# on the first 54,000 training images (the last 6,000 are its validation split), calibrated on that split, then
+# copied into the package with its config, temperature and one test-set result in the file's metadata.
+# About 15 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 run=${1:-runs/best-0}
 [ -f "$run/config.json" ] && grep -q '"results"' "$run/config.json" || .venv/bin/digitcnn train --arch best --seed 0 --out "$run"
+# Fits the softmax temperature on the run's validation split and stores it with the run (so `unsure` means it).
+.venv/bin/digitcnn evaluate --model "$run" --report "$run/report"
 .venv/bin/python - "$run" <<'PYTHON'
 import sys
 

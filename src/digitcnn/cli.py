@@ -93,6 +93,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_argument(evaluate)
     add_data_arguments(evaluate)
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument(
+        "--report", metavar="DIR", help="write report.md, report.html, metrics.json and figures to DIR; fits the "
+        "softmax temperature on the validation split and stores it with a --model run folder or .safetensors file"
+    )  # fmt: skip
+
+    explain = commands.add_parser(
+        "explain", help="which pixels drove a prediction (integrated gradients)", formatter_class=formatter
+    )
+    add_model_argument(explain)
+    explain.add_argument("image", metavar="IMAGE", help="an image file, read as `predict` reads it")
+    explain.add_argument("--out", metavar="FILE.png", required=True, help="where to write the figure")
+    explain.add_argument("--label", type=int, help="explain this class instead of the predicted one")
 
     predict = commands.add_parser("predict", help="read digits from image files", formatter_class=formatter)
     add_model_argument(predict)
@@ -128,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     arguments = build_parser().parse_args(argv)
     handler = {"train": run_train, "evaluate": run_evaluate, "predict": run_predict, "show": run_show,
-               "serve": run_serve, "export": run_export}  # fmt: skip
+               "serve": run_serve, "export": run_export, "explain": run_explain}  # fmt: skip
     try:
         return handler[arguments.command](arguments) or 0
     except (DigitcnnError, ValueError) as error:
@@ -171,13 +183,38 @@ def run_evaluate(arguments) -> int:
     from .inference import evaluate, load_model
 
     model = load_model(arguments.model)
-
-    _, (x_test, y_test) = load_split(arguments.dataset or model.config.dataset, arguments.data)
+    dataset = arguments.dataset or model.config.dataset
+    (x_train, y_train), (x_test, y_test) = load_split(dataset, arguments.data)
+    if arguments.report:
+        return write_report(arguments, model, (x_train, y_train), (x_test, y_test))
     loss, accuracy = evaluate(model, x_test, y_test)
     if arguments.json:
         print(json.dumps({"test_loss": loss, "test_accuracy": accuracy, "examples": len(y_test)}))
     else:
         print(f"test loss: {loss:.4f}\ntest accuracy: {accuracy:.4f}")
+    return 0
+
+
+def write_report(arguments, model, train, test) -> int:
+    from . import report
+
+    split, limit = report.validation_split_of(arguments.model)
+    x_train, y_train = (train[0][:limit], train[1][:limit]) if limit else train
+    # The validation split is the model's own only on the data it was trained on; elsewhere none is fitted.
+    same_data = arguments.data is None and (arguments.dataset or model.config.dataset) == model.config.dataset
+    validation = report.validation_slice(x_train, y_train, split) if same_data and split > 0 else None
+    metrics = report.build_report(model, test, validation, arguments.report, report.history_of(arguments.model))
+    temperature = metrics["calibration"].get("temperature")
+    stored = None
+    if temperature is not None and arguments.model is not None and not arguments.model.endswith(".onnx"):
+        stored = report.store_temperature(model, arguments.model, temperature)
+    if arguments.json:
+        print(json.dumps({key: metrics[key] for key in ("test_loss", "test_accuracy", "test_examples", "calibration")}))
+    else:
+        print("\n".join(report.summary_lines(metrics)))
+        print(report.text_table(["class", "precision", "recall", "F1", "support"], report.per_class_rows(metrics)))
+    where = f"; temperature stored in {stored}" if stored else ""
+    print(f"wrote the report to {arguments.report}/report.md (and report.html, metrics.json){where}", file=sys.stderr)
     return 0
 
 
@@ -259,6 +296,28 @@ def run_export(arguments) -> int:
         print(f"checked against PyTorch on {report['digits']} test digits: max abs logit difference "
               f"{report['max_abs_difference']:.2e} (tolerance {report['tolerance']:g}), "
               f"labels identical: {'yes' if report['labels_identical'] else 'no'}")  # fmt: skip
+    return 0
+
+
+def run_explain(arguments) -> int:
+    from .explain import integrated_gradients
+    from .inference import load_model, predict
+    from .plots import plot_saliency
+    from .preprocess import load_image, preprocess
+
+    model = load_model(arguments.model)
+    if not hasattr(model, "parameters"):
+        raise DigitcnnError("explain needs the model's gradients: pass its run folder, not an .onnx file")
+    names = model.config.class_names
+    if arguments.label is not None and not 0 <= arguments.label < len(names):
+        raise DigitcnnError(f"--label must be a class index in [0, {len(names)}), not {arguments.label}")
+    pixels = preprocess(load_image(arguments.image))
+    probabilities = predict(model, pixels)
+    target = int(probabilities.argmax()) if arguments.label is None else arguments.label
+    saliency = integrated_gradients(model, pixels, target=target)
+    title = f"{arguments.image}: {names[target]} ({probabilities[target]:.1%})"
+    plot_saliency(pixels, saliency, arguments.out, title=title)
+    print(f"{names[target]} ({probabilities[target]:.1%}); wrote {arguments.out}")
     return 0
 
 
