@@ -34,7 +34,11 @@ def paper_photo(digit, rng, stroke: str = "normal") -> bytes:
     RGB, JPEG-compressed: a phone photo of a digit on a page."""
     side = int(rng.integers(80, 200))
     ink = scaled(digit, side)
-    if stroke != "normal":  # a fine pen or a marker, at the photo's own resolution
+    if stroke == "fine":  # the same digit written with a fine pen: its skeleton, drawn about 1 MNIST pixel wide
+        pen = Image.fromarray((skeleton(ink > 0.5) * 255).astype(np.uint8))
+        pen = pen.filter(ImageFilter.MaxFilter(max(1, side // 28) | 1))
+        ink = np.asarray(pen.filter(ImageFilter.GaussianBlur(side / 56)), dtype=np.float64) / 255
+    elif stroke != "normal":  # MNIST's own strokes eroded or dilated by one MNIST pixel a side
         size = max(3, side // 28 * 2 + 1)
         kind = ImageFilter.MinFilter(size) if stroke == "thin" else ImageFilter.MaxFilter(size)
         ink = np.asarray(Image.fromarray((ink * 255).astype(np.uint8)).filter(kind), dtype=np.float64) / 255
@@ -48,6 +52,31 @@ def paper_photo(digit, rng, stroke: str = "normal") -> bytes:
     tint = np.array([1.0, 0.97, 0.9])  # warm indoor light
     rgb = (np.clip(page[..., None] * tint, 0, 1) * 255).astype(np.uint8)
     return encoded(Image.fromarray(rgb, "RGB"), "JPEG", quality=int(rng.integers(60, 90)))
+
+
+def skeleton(mask: np.ndarray) -> np.ndarray:
+    """Zhang-Suen thinning (1984): the one-pixel centre line of a binary shape, keeping it connected."""
+    image = np.pad(mask.astype(np.uint8), 1)
+    changed = True
+    while changed:
+        changed = False
+        for first_pass in (True, False):
+            p = image
+            # Neighbours P2..P9, clockwise from north, as in the paper.
+            n = [p[:-2, 1:-1], p[:-2, 2:], p[1:-1, 2:], p[2:, 2:], p[2:, 1:-1], p[2:, :-2], p[1:-1, :-2], p[:-2, :-2]]
+            count = sum(n)
+            transitions = sum(((n[i] == 0) & (n[(i + 1) % 8] == 1)).astype(np.uint8) for i in range(8))
+            if first_pass:
+                side_a, side_b = n[0] * n[2] * n[4], n[2] * n[4] * n[6]
+            else:
+                side_a, side_b = n[0] * n[2] * n[6], n[0] * n[4] * n[6]
+            remove = (p[1:-1, 1:-1] == 1) & (count >= 2) & (count <= 6) & (transitions == 1) & (side_a == 0) \
+                & (side_b == 0)  # fmt: skip
+            if remove.any():
+                image = image.copy()
+                image[1:-1, 1:-1][remove] = 0
+                changed = True
+    return image[1:-1, 1:-1].astype(np.float64)
 
 
 def canvas_drawing(digit, rng) -> bytes:
@@ -72,7 +101,8 @@ def scan(digit, rng) -> bytes:
 
 STYLES = {
     "photo of a page (RGB JPEG, gradient, noise)": lambda digit, rng: paper_photo(digit, rng),
-    "photo, thin pen": lambda digit, rng: paper_photo(digit, rng, "thin"),
+    "photo, fine pen (1 px strokes)": lambda digit, rng: paper_photo(digit, rng, "fine"),
+    "photo, eroded strokes (thin parts lost)": lambda digit, rng: paper_photo(digit, rng, "thin"),
     "photo, thick marker": lambda digit, rng: paper_photo(digit, rng, "thick"),
     "canvas drawing (RGBA PNG)": canvas_drawing,
     "scan (greyscale PNG)": scan,

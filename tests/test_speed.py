@@ -55,7 +55,7 @@ def test_levers_benchmark_measures_every_lever(tmp_path):
 
 def test_user_style_benchmark_reads_every_style_through_the_real_path(tmp_path):
     result = run_benchmark("user_style", tmp_path)
-    assert len(result["styles"]) == 6 and result["digits_per_style"] == 50
+    assert len(result["styles"]) == 7 and result["digits_per_style"] == 50
     # Not a target, a sanity floor: these renderings are legible, so a working pipeline reads most of them.
     assert all(style["accuracy"] > 0.7 for style in result["styles"].values())
 
