@@ -37,7 +37,9 @@ WORK_SCALE = 4  # strokes are adjusted at 4x MNIST's scale (80 px), where a 1-px
 ANALYSIS_SIDE = 128  # the ink is located on a copy no larger than this: cheap, and large enough for a digit
 BACKGROUND_BLOCKS = 8  # the lighting is estimated on an 8x8 grid: coarser than any stroke, finer than a gradient
 PAPER_FIT_ROUNDS = 5  # rounds of dropping ink-covered blocks from the paper fit; it settles in two or three
-PAPER_TOLERANCE = 0.01  # block medians within 3x this of the fitted paper are paper (JPEG and grain wobble)
+PAPER_TOLERANCE = 0.01  # block levels within 3x this of the fitted paper are paper (JPEG and grain wobble)
+PAPER_PERCENTILE = 10  # a block's paper level: ink must cover 90% of a block to lift it
+PAPER_Z = {10: -1.2816, 25: -0.6745}  # where those percentiles sit in a normal distribution, in standard deviations
 MIN_BLOCK = 32  # ...of blocks at least this many pixels wide: a small image's paper is one level
 NOISE_FLOOR = 3.0  # grain within 3 standard deviations of the paper is paper, not ink
 MIN_CONTRAST = 0.12  # ink must stand this far (of full scale) above the local paper, or there is no digit
@@ -148,8 +150,8 @@ def ink_map(grey: np.ndarray) -> np.ndarray:
         raise NoDigitError("empty image")
     if float(np.median(grey)) > 0.5:  # most of a page is paper; light paper means dark ink
         grey = 1 - grey
-    residual = grey - paper_level(grey)  # the paper is now 0 +- its grain
-    grain = float(np.median(np.abs(residual))) / 0.6745  # the paper's noise, as a standard deviation
+    paper, grain = paper_level(grey)
+    residual = grey - paper  # the paper is now 0 +- its grain
     ink = np.clip(residual - NOISE_FLOOR * grain, 0, None)
     strong = float(np.percentile(ink, 99.99))  # the strokes, even when they are a sliver of a photo
     if strong < MIN_CONTRAST:
@@ -157,52 +159,55 @@ def ink_map(grey: np.ndarray) -> np.ndarray:
     return np.clip(ink / strong, 0, 1)
 
 
-def paper_level(grey: np.ndarray) -> np.ndarray:
-    """The paper's brightness under each pixel: a smooth surface (quadratic in x and y, enough for a lighting
-    gradient or a lens's vignetting) fitted to the medians of a coarse grid of blocks. Blocks that are mostly
-    ink stand above the paper, so they are dropped from the fit in a few rounds; a thick digit filling several
-    neighbouring blocks therefore cannot lift the paper level under itself and hollow its own strokes."""
+def paper_level(grey: np.ndarray) -> tuple[np.ndarray, float]:
+    """The paper's brightness under each pixel, and its grain (noise) as a standard deviation.
+
+    A smooth surface (quadratic in x and y: a lighting gradient or a lens's vignetting) is fitted to a low
+    percentile of each block of a coarse grid. A low percentile is paper unless ink covers nearly all of the
+    block, so a digit that fills its crop, or a thick marker across several blocks, cannot lift the level
+    under itself and hollow its own strokes; blocks that ink does cover stand above the fit and are dropped."""
     height, width = grey.shape
     blocks = [max(1, min(BACKGROUND_BLOCKS, height // MIN_BLOCK)), max(1, min(BACKGROUND_BLOCKS, width // MIN_BLOCK))]
-    row_edges = np.linspace(0, height, blocks[0] + 1).astype(int)
-    column_edges = np.linspace(0, width, blocks[1] + 1).astype(int)
-    medians = np.array(
-        [[np.median(grey[r0:r1, c0:c1]) for c0, c1 in zip(column_edges[:-1], column_edges[1:], strict=True)]
-         for r0, r1 in zip(row_edges[:-1], row_edges[1:], strict=True)],
-        dtype=np.float64,
-    ).ravel()  # fmt: skip
-    row_centres = (row_edges[:-1] + row_edges[1:]) / 2 / height - 0.5
-    column_centres = (column_edges[:-1] + column_edges[1:]) / 2 / width - 0.5
+    # Equal blocks, so one percentile call covers them all; the few rows and columns left over are not needed.
+    block_height, block_width = height // blocks[0], width // blocks[1]
+    tiles = grey[: blocks[0] * block_height, : blocks[1] * block_width]
+    tiles = tiles.reshape(blocks[0], block_height, blocks[1], block_width).transpose(0, 2, 1, 3)
+    low, lower_quartile = np.percentile(tiles.reshape(blocks[0] * blocks[1], -1), (PAPER_PERCENTILE, 25), axis=1)
+    row_centres = (np.arange(blocks[0]) + 0.5) * block_height / height - 0.5
+    column_centres = (np.arange(blocks[1]) + 0.5) * block_width / width - 0.5
     block_rows, block_columns = np.meshgrid(row_centres, column_centres, indexing="ij")
-    terms = surface_terms(block_rows.ravel(), block_columns.ravel(), blocks)
-    coefficients, *_ = np.linalg.lstsq(terms, medians, rcond=None)
-    residual = medians - terms @ coefficients
+    terms = np.stack(surface_terms(block_rows.ravel(), block_columns.ravel(), blocks), axis=1)
+    coefficients, *_ = np.linalg.lstsq(terms, low, rcond=None)
+    residual = low - terms @ coefficients
     # Ink only ever lifts a block, so the lower half of the residuals is paper even when ink pulled the first
     # fit up; from there, blocks within the paper's own spread of the refitted surface join back.
     paper = residual <= np.median(residual)
     for _ in range(PAPER_FIT_ROUNDS):
-        coefficients, *_ = np.linalg.lstsq(terms[paper], medians[paper], rcond=None)
-        residual = medians - terms @ coefficients
+        coefficients, *_ = np.linalg.lstsq(terms[paper], low[paper], rcond=None)
+        residual = low - terms @ coefficients
         spread = max(float(np.median(np.abs(residual[paper]))) / 0.6745, PAPER_TOLERANCE)
         keep = residual < 3 * spread
         if keep.sum() < terms.shape[1] or np.array_equal(keep, paper):
             break
         paper = keep
-    rows = (np.arange(height) + 0.5) / height - 0.5
-    columns = (np.arange(width) + 0.5) / width - 0.5
-    pixel_rows, pixel_columns = np.meshgrid(rows, columns, indexing="ij")
-    level = surface_terms(pixel_rows.ravel(), pixel_columns.ravel(), blocks) @ coefficients
-    return level.reshape(height, width).astype(np.float32)
+    # For normal grain the 10th and 25th percentiles lie 1.28 and 0.67 standard deviations below the mean.
+    grain = float(np.median(lower_quartile[paper] - low[paper])) / (PAPER_Z[25] - PAPER_Z[PAPER_PERCENTILE])
+    rows = ((np.arange(height, dtype=np.float32) + 0.5) / height - 0.5)[:, None]
+    columns = ((np.arange(width, dtype=np.float32) + 0.5) / width - 0.5)[None, :]
+    terms = surface_terms(rows, columns, blocks)  # broadcast to (height, width) term by term, never stacked
+    level = sum(np.float32(coefficient) * term for coefficient, term in zip(coefficients, terms, strict=True))
+    level = level - PAPER_Z[PAPER_PERCENTILE] * grain  # from the low percentile up to the paper's mean
+    return np.broadcast_to(level, (height, width)).astype(np.float32), max(grain, 0.0)
 
 
-def surface_terms(rows: np.ndarray, columns: np.ndarray, blocks: list[int]) -> np.ndarray:
-    """The design matrix of the paper surface: quadratic where the grid has room for it, else flatter."""
+def surface_terms(rows: np.ndarray, columns: np.ndarray, blocks: list[int]) -> list[np.ndarray]:
+    """The terms of the paper surface: quadratic where the grid has room for it, else flatter."""
     terms = [np.ones_like(rows)]
     if min(blocks) >= 2:
         terms += [rows, columns]
     if min(blocks) >= 4:
         terms += [rows * rows, columns * columns, rows * columns]
-    return np.stack(terms, axis=1)
+    return terms
 
 
 def locate_digit(ink: np.ndarray) -> tuple[slice, slice]:
@@ -277,12 +282,16 @@ def connected_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
             label = parent[label]
         return label
 
+    # Every row's runs of ink at once: where the padded row steps up (a start) and down (a stop).
+    steps = np.diff(np.pad(mask, ((0, 0), (1, 1))).astype(np.int8), axis=1)
+    starts, stops = np.argwhere(steps == 1), np.argwhere(steps == -1)[:, 1]
+    runs_by_row: dict[int, list[tuple[int, int]]] = {}
+    for (row, start), stop in zip(starts.tolist(), stops.tolist(), strict=True):
+        runs_by_row.setdefault(row, []).append((start, stop))
     previous_runs: list[tuple[int, int, int]] = []
     for row in range(mask.shape[0]):
-        line = np.concatenate(([False], mask[row], [False]))
-        changes = np.flatnonzero(line[1:] != line[:-1])
         runs = []
-        for start, stop in zip(changes[::2], changes[1::2], strict=True):
+        for start, stop in runs_by_row.get(row, ()):
             label = 0
             for other_start, other_stop, other_label in previous_runs:
                 if other_start <= stop and other_stop >= start:  # touching, diagonals included
