@@ -172,7 +172,7 @@ def paper_level(grey: np.ndarray) -> tuple[np.ndarray, float]:
     block_height, block_width = height // blocks[0], width // blocks[1]
     tiles = grey[: blocks[0] * block_height, : blocks[1] * block_width]
     tiles = tiles.reshape(blocks[0], block_height, blocks[1], block_width).transpose(0, 2, 1, 3)
-    low, lower_quartile = np.percentile(tiles.reshape(blocks[0] * blocks[1], -1), (PAPER_PERCENTILE, 25), axis=1)
+    low = np.percentile(tiles.reshape(blocks[0] * blocks[1], -1), PAPER_PERCENTILE, axis=1)
     row_centres = (np.arange(blocks[0]) + 0.5) * block_height / height - 0.5
     column_centres = (np.arange(blocks[1]) + 0.5) * block_width / width - 0.5
     block_rows, block_columns = np.meshgrid(row_centres, column_centres, indexing="ij")
@@ -190,14 +190,19 @@ def paper_level(grey: np.ndarray) -> tuple[np.ndarray, float]:
         if keep.sum() < terms.shape[1] or np.array_equal(keep, paper):
             break
         paper = keep
-    # For normal grain the 10th and 25th percentiles lie 1.28 and 0.67 standard deviations below the mean.
-    grain = float(np.median(lower_quartile[paper] - low[paper])) / (PAPER_Z[25] - PAPER_Z[PAPER_PERCENTILE])
     rows = ((np.arange(height, dtype=np.float32) + 0.5) / height - 0.5)[:, None]
     columns = ((np.arange(width, dtype=np.float32) + 0.5) / width - 0.5)[None, :]
     terms = surface_terms(rows, columns, blocks)  # broadcast to (height, width) term by term, never stacked
-    level = sum(np.float32(coefficient) * term for coefficient, term in zip(coefficients, terms, strict=True))
-    level = level - PAPER_Z[PAPER_PERCENTILE] * grain  # from the low percentile up to the paper's mean
-    return np.broadcast_to(level, (height, width)).astype(np.float32), max(grain, 0.0)
+    level = np.broadcast_to(sum(np.float32(c) * term for c, term in zip(coefficients, terms, strict=True)),
+                            (height, width))  # fmt: skip
+    # The grain, from the paper blocks' pixels less the fitted surface (so the lighting is not counted as noise):
+    # for normal grain the 10th and 25th percentiles lie 1.28 and 0.67 standard deviations below the mean.
+    residual = (grey - level)[: blocks[0] * block_height, : blocks[1] * block_width]
+    residual = residual.reshape(blocks[0], block_height, blocks[1], block_width).transpose(0, 2, 1, 3)
+    tenth, quarter = np.percentile(residual.reshape(len(paper), -1)[paper], (PAPER_PERCENTILE, 25))
+    grain = max(float(quarter - tenth) / (PAPER_Z[25] - PAPER_Z[PAPER_PERCENTILE]), 0.0)
+    offset = tenth - PAPER_Z[PAPER_PERCENTILE] * grain  # from the low percentile up to the paper's mean
+    return (level + offset).astype(np.float32), grain
 
 
 def surface_terms(rows: np.ndarray, columns: np.ndarray, blocks: list[int]) -> list[np.ndarray]:
