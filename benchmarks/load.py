@@ -9,6 +9,7 @@ latency percentiles, errors, and the server's memory at the start, middle and en
 import argparse
 import http.client
 import io
+import os
 import statistics
 import subprocess
 import sys
@@ -30,10 +31,39 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def server_family(pid: int) -> list[int]:
+    """The server and its worker processes."""
+    family = {pid}
+    for entry in sorted(os.listdir("/proc"), key=lambda name: (len(name), name)):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+            if parent in family:
+                family.add(int(entry))
+        except OSError:  # a process that ended while we looked
+            continue
+    return sorted(family)
+
+
 def resident_megabytes(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        kilobytes = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
-    return round(kilobytes / 1024, 1)
+    """The resident memory of the server and its worker processes together."""
+    total_kilobytes = 0
+    for member in server_family(pid):
+        with open(f"/proc/{member}/status") as status:
+            total_kilobytes += next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+    return round(total_kilobytes / 1024, 1)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of the server and its workers so far."""
+    ticks = 0
+    for member in server_family(pid):
+        with open(f"/proc/{member}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def digit_pngs(count: int) -> tuple[list[bytes], list[int]]:
@@ -46,9 +76,9 @@ def digit_pngs(count: int) -> tuple[list[bytes], list[int]]:
     return bodies, [int(label) for label in y_test[:count]]
 
 
-def start_server(port: int) -> subprocess.Popen:
-    process = subprocess.Popen([sys.executable, "-m", "digitcnn", "serve", "--port", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+def start_server(port: int, workers: int) -> subprocess.Popen:
+    command = [sys.executable, "-m", "digitcnn", "serve", "--port", str(port), "--workers", str(workers)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -66,6 +96,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=1, help="server processes (`digitcnn serve --workers`)")
     parser.add_argument("--tiny", action="store_true", help="200 requests: checks the script runs")
     parser.add_argument("--out", default="benchmarks/results/load.json")
     arguments = parser.parse_args()
@@ -73,7 +104,7 @@ def main() -> None:
         arguments.requests = 200
     bodies, labels = digit_pngs(500)
     port = free_port()
-    server = start_server(port)
+    server = start_server(port, arguments.workers)
     memory = {"start": resident_megabytes(server.pid)}
     latencies: list[float] = []
     errors: list[str] = []
@@ -116,12 +147,14 @@ def main() -> None:
         warm.request("POST", "/api/predict", body=body)
         warm.getresponse().read()
     started = time.perf_counter()
+    server_cpu_before, client_cpu_before = cpu_seconds(server.pid), time.process_time()
     threads = [threading.Thread(target=client) for _ in range(arguments.concurrency)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     seconds = time.perf_counter() - started
+    server_cpu, client_cpu = cpu_seconds(server.pid) - server_cpu_before, time.process_time() - client_cpu_before
     memory["end"] = resident_megabytes(server.pid)
     server.terminate()
     server.wait(timeout=10)
@@ -131,6 +164,7 @@ def main() -> None:
         "benchmark": "JSON API under load (loopback)",
         "requests": arguments.requests,
         "concurrency": arguments.concurrency,
+        "server_workers": arguments.workers,
         "seconds": round(seconds, 2),
         "requests_per_second": round(len(latencies) / seconds, 1),
         "latency_ms": {
@@ -138,6 +172,9 @@ def main() -> None:
             "p99": round(float(np.percentile(milliseconds, 99)), 2),
             "mean": round(statistics.fmean(milliseconds), 2),
         },  # fmt: skip
+        # Where the two cores went: the server's work per request, and this script's own (the clients).
+        "cpu_ms_per_request": {"server": round(1000 * server_cpu / len(latencies), 2),
+                               "clients": round(1000 * client_cpu / len(latencies), 2)},  # fmt: skip
         "errors": len(errors),
         "error_kinds": sorted(set(errors)),
         "wrong_labels": wrong,
@@ -147,7 +184,9 @@ def main() -> None:
     }
     print(f"{result['requests_per_second']:.1f} requests/s, p50 {result['latency_ms']['p50']} ms, "
           f"p99 {result['latency_ms']['p99']} ms, {len(errors)} errors, {wrong} wrong labels, "
-          f"server RSS {memory['start']} -> {memory.get('middle')} -> {memory['end']} MB")  # fmt: skip
+          f"server RSS {memory['start']} -> {memory.get('middle')} -> {memory['end']} MB; CPU ms per request: "
+          f"server {result['cpu_ms_per_request']['server']}, "
+          f"clients {result['cpu_ms_per_request']['clients']}")  # fmt: skip
     write_result(arguments.out, result, tiny=arguments.tiny)
 
 

@@ -1,5 +1,6 @@
 """Shared fixtures: real MNIST (the cache is built once per CI run) and one small real training run."""
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -49,15 +50,15 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def live_server():
-    """The real `digitcnn serve` (the shipped model) in its own process on a free loopback port: its base URL."""
+@contextlib.contextmanager
+def serving(*arguments):
+    """The real `digitcnn serve ARGUMENTS` in its own process on a free loopback port: its base URL."""
     import time
     import urllib.request
 
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "digitcnn", "serve", "--port", str(port)],
+        [sys.executable, "-m", "digitcnn", "serve", "--port", str(port), *map(str, arguments)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -73,6 +74,15 @@ def live_server():
     else:
         process.kill()
         raise AssertionError("digitcnn serve did not answer within 60 s")
-    yield url
-    process.terminate()
-    process.wait(timeout=10)
+    try:
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def live_server():
+    """The real `digitcnn serve` with the shipped model."""
+    with serving() as url:
+        yield url

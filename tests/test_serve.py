@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from digitcnn.serve import MAX_BODY_BYTES, create_app
+from tests.conftest import serving
 from tests.test_preprocess import png_header_only
 
 
@@ -125,3 +126,11 @@ def test_the_real_server_caps_bodies_by_length_and_while_streaming(live_server, 
     streamed = httpx.post(f"{live_server}/api/predict", content=chunks())
     assert streamed.status_code == 413 and "cap" in streamed.json()["error"]
     assert httpx.get(f"{live_server}/api/health").json()["status"] == "ok"  # and it goes on serving
+
+
+def test_several_worker_processes_serve_the_same_answers(mnist):
+    _, (x_test, y_test) = mnist
+    with serving("--workers", 2) as url:
+        answers = [httpx.post(f"{url}/api/predict", content=png_of(x_test[index])).json() for index in range(6)]
+        assert httpx.get(f"{url}/api/health").json()["model"] == "best"
+    assert [answer["label"] for answer in answers] == y_test[:6].tolist()

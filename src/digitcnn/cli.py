@@ -118,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_argument(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback: this machine only)")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on")
+    serve.add_argument("--workers", type=positive_int, default=1,
+                       help="server processes, each with its own copy of the model")  # fmt: skip
 
     show = commands.add_parser(
         "show", help="ten test digits with actual and predicted labels", formatter_class=formatter
@@ -327,7 +329,7 @@ def run_serve(arguments) -> int:
     except ImportError as missing:
         hint = "pip install 'digitcnn[web]'"
         raise DigitcnnError(f"serving needs the web extra ({missing.name} is missing): {hint}") from None
-    serve(arguments.model, host=arguments.host, port=arguments.port)
+    serve(arguments.model, host=arguments.host, port=arguments.port, workers=arguments.workers)
     return 0
 
 

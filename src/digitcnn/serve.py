@@ -164,9 +164,27 @@ def default_model_path() -> Path:
     return SHIPPED_MODEL
 
 
-def serve(model_source=None, host: str = "127.0.0.1", port: int = 8000) -> None:
+# How `serve --workers N` tells its worker processes which model to load: each builds its own app from it.
+MODEL_VARIABLE = "DIGITCNN_SERVE_MODEL"
+
+
+def app_from_environment() -> FastAPI:
+    """The app factory uvicorn's worker processes call (`serve --workers N`)."""
+    return create_app(os.environ.get(MODEL_VARIABLE) or None)
+
+
+def serve(model_source=None, host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
     import uvicorn
 
-    app = create_app(model_source)
-    print(f"digitcnn: serving {app.title} on http://{host}:{port}/ (Ctrl-C stops)", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    # Loaded here even with several workers, so a bad --model is one clear error before any process starts.
+    app = create_app(model_source) if workers == 1 else load_model(model_source) and None
+    print(f"digitcnn: serving on http://{host}:{port}/ with {workers} worker process"
+          f"{'es' if workers > 1 else ''} (Ctrl-C stops)", flush=True)  # fmt: skip
+    if app is not None:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+        return
+    # Python runs one thread at a time per process: the request handling around each image (HTTP parsing, JSON,
+    # preprocessing's Python steps) needs a process per core to use more than one.
+    os.environ[MODEL_VARIABLE] = str(model_source or "")
+    uvicorn.run("digitcnn.serve:app_from_environment", factory=True, host=host, port=port, workers=workers,
+                log_level="warning")  # fmt: skip
