@@ -122,3 +122,16 @@ def test_explain_reports_bad_input_in_one_line(tmp_path):
     (tmp_path / "blank.png").write_bytes(blank.getvalue())
     result = run_cli("explain", tmp_path / "blank.png", "--out", tmp_path / "b.png")
     assert result.returncode == 2 and "no digit found" in result.stderr
+
+
+def test_a_run_on_the_users_data_is_reported_on_that_data_with_its_own_validation_split(mnist, tmp_path):
+    (x_train, y_train), (x_test, y_test) = mnist
+    data = tmp_path / "mine.npz"
+    np.savez(data, x_train=x_train[:2000], y_train=y_train[:2000], x_test=x_test[:300], y_test=y_test[:300])
+    run_cli("train", "--data", data, "--epochs", 1, "--out", tmp_path / "run", "--quiet", check=True)
+    run_cli("evaluate", "--model", tmp_path / "run", "--report", tmp_path / "report", check=True)
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert metrics["test_examples"] == 300 and metrics["calibration"]["validation_examples"] == 200
+    run_cli("evaluate", "--model", tmp_path / "run", "--dataset", "mnist", "--report", tmp_path / "other", check=True)
+    metrics = json.loads((tmp_path / "other" / "metrics.json").read_text())
+    assert metrics["test_examples"] == 10000 and "temperature" not in metrics["calibration"]

@@ -7,6 +7,7 @@ import datetime
 import json
 import sys
 import time
+from pathlib import Path
 
 from . import distributed
 from .errors import DigitcnnError
@@ -183,12 +184,19 @@ def run_train(arguments) -> int:
 def run_evaluate(arguments) -> int:
     from .api import load_split
     from .inference import evaluate, load_model
+    from .report import training_data_of
 
     model = load_model(arguments.model)
-    dataset = arguments.dataset or model.config.dataset
-    (x_train, y_train), (x_test, y_test) = load_split(dataset, arguments.data)
+    trained_dataset, trained_path = training_data_of(arguments.model)
+    if arguments.dataset is None and arguments.data is None:  # by default, the test set of the model's own data
+        arguments.dataset, arguments.data = trained_dataset or model.config.dataset, trained_path
+    (x_train, y_train), (x_test, y_test) = load_split(arguments.dataset, arguments.data)
     if arguments.report:
-        return write_report(arguments, model, (x_train, y_train), (x_test, y_test))
+        if arguments.data is not None:
+            same_data = trained_path is not None and Path(arguments.data).resolve() == Path(trained_path).resolve()
+        else:
+            same_data = trained_path is None and arguments.dataset == (trained_dataset or model.config.dataset)
+        return write_report(arguments, model, (x_train, y_train), (x_test, y_test), same_data)
     loss, accuracy = evaluate(model, x_test, y_test)
     if arguments.json:
         print(json.dumps({"test_loss": loss, "test_accuracy": accuracy, "examples": len(y_test)}))
@@ -197,13 +205,12 @@ def run_evaluate(arguments) -> int:
     return 0
 
 
-def write_report(arguments, model, train, test) -> int:
+def write_report(arguments, model, train, test, same_data: bool) -> int:
     from . import report
 
     split, limit = report.validation_split_of(arguments.model)
     x_train, y_train = (train[0][:limit], train[1][:limit]) if limit else train
     # The validation split is the model's own only on the data it was trained on; elsewhere none is fitted.
-    same_data = arguments.data is None and (arguments.dataset or model.config.dataset) == model.config.dataset
     validation = report.validation_slice(x_train, y_train, split) if same_data and split > 0 else None
     metrics = report.build_report(model, test, validation, arguments.report, report.history_of(arguments.model))
     temperature = metrics["calibration"].get("temperature")

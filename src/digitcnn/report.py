@@ -36,6 +36,19 @@ FIGURES = {
 }
 
 
+def training_data_of(source) -> tuple[str | None, str | None]:
+    """(dataset, path) a run folder was trained on: evaluating it on the same data needs neither flag; for a
+    lone model file, (None, None), and its config's dataset applies."""
+    if source is None or not Path(source).is_dir():
+        return None, None
+    config = read_config(source)
+    data = config.get("data") or {}
+    if not data and config.get("ensemble"):
+        options = config["ensemble"].get("options", {})
+        return options.get("dataset"), options.get("data_path")
+    return data.get("dataset"), data.get("path")
+
+
 def validation_split_of(source) -> tuple[float, int | None]:
     """The validation fraction and the training-set limit a model was trained with, from its run folder; a
     lone model file (the shipped one included) was trained with the default split on the full training set."""
