@@ -9,6 +9,7 @@ rest. The CLI, the Python API, the server and the tests all use these two functi
 import io
 import os
 import warnings
+from statistics import NormalDist
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -39,7 +40,6 @@ BACKGROUND_BLOCKS = 8  # the lighting is estimated on an 8x8 grid: coarser than 
 PAPER_FIT_ROUNDS = 5  # rounds of dropping ink-covered blocks from the paper fit; it settles in two or three
 PAPER_TOLERANCE = 0.01  # block levels within 3x this of the fitted paper are paper (JPEG and grain wobble)
 PAPER_PERCENTILE = 10  # a block's paper level: ink must cover 90% of a block to lift it
-PAPER_Z = {10: -1.2816, 25: -0.6745}  # where those percentiles sit in a normal distribution, in standard deviations
 MIN_BLOCK = 32  # ...of blocks at least this many pixels wide: a small image's paper is one level
 NOISE_FLOOR = 3.0  # grain within 3 standard deviations of the paper is paper, not ink
 MIN_CONTRAST = 0.12  # ink must stand this far (of full scale) above the local paper, or there is no digit
@@ -195,13 +195,14 @@ def paper_level(grey: np.ndarray) -> tuple[np.ndarray, float]:
     terms = surface_terms(rows, columns, blocks)  # broadcast to (height, width) term by term, never stacked
     level = np.broadcast_to(sum(np.float32(c) * term for c, term in zip(coefficients, terms, strict=True)),
                             (height, width))  # fmt: skip
-    # The grain, from the paper blocks' pixels less the fitted surface (so the lighting is not counted as noise):
-    # for normal grain the 10th and 25th percentiles lie 1.28 and 0.67 standard deviations below the mean.
+    # The grain, from the paper blocks' pixels less the fitted surface (so the lighting is not counted as noise),
+    # as the gap between two low percentiles measured in standard deviations of normal noise.
     residual = (grey - level)[: blocks[0] * block_height, : blocks[1] * block_width]
     residual = residual.reshape(blocks[0], block_height, blocks[1], block_width).transpose(0, 2, 1, 3)
-    tenth, quarter = np.percentile(residual.reshape(len(paper), -1)[paper], (PAPER_PERCENTILE, 25))
-    grain = max(float(quarter - tenth) / (PAPER_Z[25] - PAPER_Z[PAPER_PERCENTILE]), 0.0)
-    offset = tenth - PAPER_Z[PAPER_PERCENTILE] * grain  # from the low percentile up to the paper's mean
+    low_value, quartile = np.percentile(residual.reshape(len(paper), -1)[paper], (PAPER_PERCENTILE, 25))
+    low_z, quartile_z = NormalDist().inv_cdf(PAPER_PERCENTILE / 100), NormalDist().inv_cdf(0.25)
+    grain = max(float(quartile - low_value) / (quartile_z - low_z), 0.0)
+    offset = low_value - low_z * grain  # from the low percentile up to the paper's mean
     return (level + offset).astype(np.float32), grain
 
 
