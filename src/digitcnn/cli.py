@@ -188,14 +188,15 @@ def run_evaluate(arguments) -> int:
 
     model = load_model(arguments.model)
     trained_dataset, trained_path = training_data_of(arguments.model)
-    if arguments.dataset is None and arguments.data is None:  # by default, the test set of the model's own data
-        arguments.dataset, arguments.data = trained_dataset or model.config.dataset, trained_path
-    (x_train, y_train), (x_test, y_test) = load_split(arguments.dataset, arguments.data)
+    dataset, data_path = arguments.dataset, arguments.data
+    if dataset is None and data_path is None:  # by default, the test set of the data the model was trained on
+        dataset, data_path = trained_dataset or model.config.dataset, trained_path
+    (x_train, y_train), (x_test, y_test) = load_split(dataset, data_path)
     if arguments.report:
-        if arguments.data is not None:
-            same_data = trained_path is not None and Path(arguments.data).resolve() == Path(trained_path).resolve()
+        if data_path is not None:
+            same_data = trained_path is not None and Path(data_path).resolve() == Path(trained_path).resolve()
         else:
-            same_data = trained_path is None and arguments.dataset == (trained_dataset or model.config.dataset)
+            same_data = trained_path is None and dataset == (trained_dataset or model.config.dataset)
         return write_report(arguments, model, (x_train, y_train), (x_test, y_test), same_data)
     loss, accuracy = evaluate(model, x_test, y_test)
     if arguments.json:

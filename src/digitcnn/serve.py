@@ -176,13 +176,15 @@ def app_from_environment() -> FastAPI:
 def serve(model_source=None, host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
     import uvicorn
 
-    # Loaded here even with several workers, so a bad --model is one clear error before any process starts.
-    app = create_app(model_source) if workers == 1 else load_model(model_source) and None
-    print(f"digitcnn: serving on http://{host}:{port}/ with {workers} worker process"
-          f"{'es' if workers > 1 else ''} (Ctrl-C stops)", flush=True)  # fmt: skip
-    if app is not None:
+    plural = "es" if workers > 1 else ""
+    if workers == 1:
+        app = create_app(model_source)
+        print(f"digitcnn: serving on http://{host}:{port}/ (Ctrl-C stops)", flush=True)
         uvicorn.run(app, host=host, port=port, log_level="warning")
         return
+    load_model(model_source)  # here too, so a bad --model is one clear error before any worker starts
+    print(f"digitcnn: serving on http://{host}:{port}/ with {workers} worker process{plural} (Ctrl-C stops)",
+          flush=True)  # fmt: skip
     # Python runs one thread at a time per process: the request handling around each image (HTTP parsing, JSON,
     # preprocessing's Python steps) needs a process per core to use more than one.
     os.environ[MODEL_VARIABLE] = str(model_source or "")
