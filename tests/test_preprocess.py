@@ -142,6 +142,18 @@ def test_a_canvas_drawing_with_transparency_reads_like_the_digit(mnist, index, i
     assert distance(result, preprocess(x_test[index])) < 0.08
 
 
+@pytest.mark.parametrize("side", [84, 140, 280])
+@pytest.mark.parametrize("dark_ink", [True, False])
+def test_digits_filling_their_whole_frame_read_like_the_digits(mnist, side, dark_ink):
+    """A tight crop or a canvas export: the ink covers much of the image, so most blocks of any background grid
+    hold ink, and the paper must not be estimated from them. The first 150 test digits, every one."""
+    _, (x_test, _) = mnist
+    for index in range(150):
+        pixels = 255 - x_test[index] if dark_ink else x_test[index]
+        image = Image.fromarray(pixels).resize((side, side), Image.Resampling.BICUBIC)
+        assert distance(preprocess(load_image(encode(image, "png"))), preprocess(x_test[index])) < 0.08, index
+
+
 def test_blank_and_noise_only_images_have_no_digit():
     rng = np.random.default_rng(0)
     for image in (
