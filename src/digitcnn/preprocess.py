@@ -168,11 +168,8 @@ def paper_level(grey: np.ndarray) -> tuple[np.ndarray, float]:
     under itself and hollow its own strokes; blocks that ink does cover stand above the fit and are dropped."""
     height, width = grey.shape
     blocks = [max(1, min(BACKGROUND_BLOCKS, height // MIN_BLOCK)), max(1, min(BACKGROUND_BLOCKS, width // MIN_BLOCK))]
-    # Equal blocks, so one percentile call covers them all; the few rows and columns left over are not needed.
     block_height, block_width = height // blocks[0], width // blocks[1]
-    tiles = grey[: blocks[0] * block_height, : blocks[1] * block_width]
-    tiles = tiles.reshape(blocks[0], block_height, blocks[1], block_width).transpose(0, 2, 1, 3)
-    low = np.percentile(tiles.reshape(blocks[0] * blocks[1], -1), PAPER_PERCENTILE, axis=1)
+    low = np.percentile(block_pixels(grey, blocks), PAPER_PERCENTILE, axis=1)
     row_centres = (np.arange(blocks[0]) + 0.5) * block_height / height - 0.5
     column_centres = (np.arange(blocks[1]) + 0.5) * block_width / width - 0.5
     block_rows, block_columns = np.meshgrid(row_centres, column_centres, indexing="ij")
@@ -197,13 +194,20 @@ def paper_level(grey: np.ndarray) -> tuple[np.ndarray, float]:
                             (height, width))  # fmt: skip
     # The grain, from the paper blocks' pixels less the fitted surface (so the lighting is not counted as noise),
     # as the gap between two low percentiles measured in standard deviations of normal noise.
-    residual = (grey - level)[: blocks[0] * block_height, : blocks[1] * block_width]
-    residual = residual.reshape(blocks[0], block_height, blocks[1], block_width).transpose(0, 2, 1, 3)
-    low_value, quartile = np.percentile(residual.reshape(len(paper), -1)[paper], (PAPER_PERCENTILE, 25))
+    low_value, quartile = np.percentile(block_pixels(grey - level, blocks)[paper], (PAPER_PERCENTILE, 25))
     low_z, quartile_z = NormalDist().inv_cdf(PAPER_PERCENTILE / 100), NormalDist().inv_cdf(0.25)
     grain = max(float(quartile - low_value) / (quartile_z - low_z), 0.0)
     offset = low_value - low_z * grain  # from the low percentile up to the paper's mean
     return (level + offset).astype(np.float32), grain
+
+
+def block_pixels(image: np.ndarray, blocks: list[int]) -> np.ndarray:
+    """(blocks, pixels): each row one block of an equal grid, in row-major block order, so one numpy call
+    covers them all; the few rows and columns left over at the edges are not needed."""
+    block_height, block_width = image.shape[0] // blocks[0], image.shape[1] // blocks[1]
+    tiles = image[: blocks[0] * block_height, : blocks[1] * block_width]
+    tiles = tiles.reshape(blocks[0], block_height, blocks[1], block_width).transpose(0, 2, 1, 3)
+    return tiles.reshape(blocks[0] * blocks[1], -1)
 
 
 def surface_terms(rows: np.ndarray, columns: np.ndarray, blocks: list[int]) -> list[np.ndarray]:

@@ -13,17 +13,18 @@ import numpy as np
 from . import plots
 from .errors import ModelError
 from .files import atomic_write
-from .inference import evaluate, predict_logits
+from .inference import predict_logits
 from .metrics import (
     confusion_matrix,
     expected_calibration_error,
     fit_temperature,
     most_confident_mistakes,
+    negative_log_likelihood,
     per_class_metrics,
     reliability_bins,
     softmax,
 )
-from .runs import WEIGHTS_FILE, load_weights_file, read_config, read_history, save_model, save_model_file
+from .runs import WEIGHTS_FILE, model_results, read_config, read_history, save_model, save_model_file
 
 MISTAKES_SHOWN = 24  # four rows of six: enough to see a pattern, few enough to read every one
 CALIBRATION_BINS = 15  # Guo et al.'s choice; the report and the tests use the same bins
@@ -78,8 +79,9 @@ def build_report(model, test, validation, out, history_rows=None) -> dict:
     x_test, y_test = test
     labels = np.asarray(y_test, dtype=np.int64)
     names = list(model.config.class_names)
-    logits = predict_logits(model, x_test)
-    loss, accuracy = evaluate(model, x_test, y_test)
+    logits = predict_logits(model, x_test)  # the one pass over the test set; every number below comes from it
+    loss = negative_log_likelihood(logits, labels, from_logits=True)
+    accuracy = float((logits.argmax(axis=1) == labels).mean())
     confusion = confusion_matrix(labels, logits.argmax(axis=1), len(names))
     per_class = per_class_metrics(confusion)
 
@@ -245,9 +247,7 @@ def store_temperature(model, source, temperature: float) -> str:
         save_model(model, path)
         return str(path / WEIGHTS_FILE)
     if path.suffix == ".safetensors":
-        _, metadata = load_weights_file(path)
-        results = json.loads(metadata["digitcnn_results"]) if "digitcnn_results" in metadata else None
-        save_model_file(model, path, results)
+        save_model_file(model, path, model_results(path))
         return str(path)
     raise ModelError(f"{path}: the temperature can be stored in a run folder or .safetensors file only; "
                      "calibrate the run, then export it again")  # fmt: skip
