@@ -2,7 +2,8 @@
 images (MNIST test digits as 140x140 dark-on-light PNGs) for a fixed number of requests. Reports requests/s,
 latency percentiles, errors, and the server's memory at the start, middle and end.
 
-    .venv/bin/python -m benchmarks.load                 # 10,000 requests, 8 clients
+    .venv/bin/python -m benchmarks.load                 # 10,000 requests, 8 clients, a reader per core
+    .venv/bin/python -m benchmarks.load --workers 1     # the server's default: images read in threads
     .venv/bin/python -m benchmarks.load --tiny          # the CI smoke run
 """
 
@@ -96,7 +97,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=1, help="server processes (`digitcnn serve --workers`)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="reader processes (`digitcnn serve --workers`); default: one per core")  # fmt: skip
     parser.add_argument("--tiny", action="store_true", help="200 requests: checks the script runs")
     parser.add_argument("--out", default="benchmarks/results/load.json")
     arguments = parser.parse_args()

@@ -3,6 +3,8 @@ the real server process."""
 
 import io
 import json
+import os
+import signal
 
 import httpx
 import numpy as np
@@ -132,5 +134,43 @@ def test_several_worker_processes_serve_the_same_answers(mnist):
     _, (x_test, y_test) = mnist
     with serving("--workers", 2) as url:
         answers = [httpx.post(f"{url}/api/predict", content=png_of(x_test[index])).json() for index in range(6)]
-        assert httpx.get(f"{url}/api/health").json()["model"] == "best"
+        health = httpx.get(f"{url}/api/health").json()
+        assert len(reader_processes(url)) == 2
+    assert health["model"] == "best" and health["reader_processes"] == 2
     assert [answer["label"] for answer in answers] == y_test[:6].tolist()
+
+
+def test_a_reader_process_that_dies_costs_one_503_and_the_server_goes_on(mnist):
+    _, (x_test, y_test) = mnist
+    with serving("--workers", 2) as url:
+        first = reader_processes(url)
+        for pid in first:
+            os.kill(pid, signal.SIGKILL)
+        lost = httpx.post(f"{url}/api/predict", content=png_of(x_test[0]))
+        assert lost.status_code == 503 and "reader" in lost.json()["error"]
+        again = httpx.post(f"{url}/api/predict", content=png_of(x_test[1]), timeout=60)
+        assert again.status_code == 200 and again.json()["label"] == y_test[1]
+        assert not set(first) & set(reader_processes(url))
+
+
+def reader_processes(url: str) -> list[int]:
+    """The pids of the reader processes of the `digitcnn serve` listening at `url`: its spawned children."""
+    port = url.rsplit(":", 1)[1]
+
+    def command_line(pid: str) -> list[str]:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                return handle.read().decode().split("\0")
+        except OSError:  # a process that ended while we looked
+            return []
+
+    def parent(pid: str) -> str:
+        try:
+            with open(f"/proc/{pid}/stat") as handle:
+                return handle.read().rsplit(")", 1)[1].split()[1]
+        except OSError:
+            return ""
+
+    pids = [name for name in os.listdir("/proc") if name.isdigit()]
+    server = next(pid for pid in pids if "serve" in command_line(pid) and port in command_line(pid))
+    return sorted(int(pid) for pid in pids if parent(pid) == server and "spawn_main" in " ".join(command_line(pid)))

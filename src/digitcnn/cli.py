@@ -120,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback: this machine only)")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on")
     serve.add_argument("--workers", type=positive_int, default=1,
-                       help="server processes, each with its own copy of the model")  # fmt: skip
+                       help="processes that read images, each with its own copy of the model (1: threads of "
+                       "the server's process); up to the number of cores")  # fmt: skip
 
     show = commands.add_parser(
         "show", help="ten test digits with actual and predicted labels", formatter_class=formatter

