@@ -10,8 +10,8 @@ import torch
 from . import distributed
 from .errors import DigitcnnError
 from .inference import evaluate, predict
-from .models import INPUT_STATISTICS, build_model, ensemble_of, model_config_from_dict
-from .runs import CHECKPOINT_FILE, CONFIG_FILE, load_run_model, read_config, save_model, update_config
+from .models import INPUT_STATISTICS, Ensemble, build_model, ensemble_of, model_config_from_dict
+from .runs import CHECKPOINT_FILE, CONFIG_FILE, WEIGHTS_FILE, load_run_model, read_config, save_model, update_config
 from .train import TrainConfig, fit, recipe
 
 FIGURE_FILE = "predictions.png"
@@ -109,6 +109,42 @@ def train_ensemble(out, members: int, archs: list[str], seed=None, resume=False,
     seconds = round(sum(result["train_seconds"] for result in member_results), 2)
     accuracies = [result["test_accuracy"] for result in member_results]
     return finish_run(model, out, x_test, y_test, train_seconds=seconds, member_test_accuracies=accuracies)
+
+
+def combine_ensemble(out, sources: list, verbose: bool = True) -> dict:
+    """Trained models (run folders or model files; an ensemble counts as its members) saved as one ensemble in
+    `out`: members trained apart (other recipes, other machines) answer as one model. When every source held out
+    the same validation split, the ensemble's validation accuracy is measured too: choose members by that, never
+    by the test accuracy this reports."""
+    from .inference import load_model
+    from .report import training_data_of, validation_slice, validation_split_of
+
+    out = Path(out)
+    if (out / WEIGHTS_FILE).exists() or (out / CHECKPOINT_FILE).exists():
+        raise DigitcnnError(f"{out} already holds a model; choose another --out")
+    members = []
+    for source in sources:
+        model = load_model(source)
+        if not isinstance(model, torch.nn.Module):
+            raise DigitcnnError(f"{source}: an ensemble is made of PyTorch models, not of exported .onnx files")
+        members.extend(model.members if isinstance(model, Ensemble) else [model])
+    if len({tuple(member.config.class_names) for member in members}) > 1:
+        raise DigitcnnError("the models do not share their classes: they were trained on different data")
+    model = ensemble_of(members)
+    held_out = {(training_data_of(source), validation_split_of(source)) for source in sources}
+    dataset, data_path = training_data_of(sources[0])
+    split, limit = validation_split_of(sources[0])
+    (x_train, y_train), (x_test, y_test) = load_split(dataset or model.config.dataset, data_path, limit)
+    data = {"dataset": dataset or model.config.dataset, "path": data_path, "limit": limit}
+    facts: dict = {"sources": [str(source) for source in sources]}
+    if len(held_out) == 1 and split > 0:
+        data["validation_split"] = split
+        facts["validation_accuracy"] = evaluate(model, *validation_slice(x_train, y_train, split)).accuracy
+    if verbose:
+        print(f"ensemble of {len(members)} models from {len(sources)} sources", file=sys.stderr)
+    update_config(out, data=data, ensemble={"sources": facts["sources"], "members": len(members)})
+    save_model(model, out)
+    return finish_run(model, out, x_test, y_test, **facts)
 
 
 def finish_run(model, out: Path, x_test, y_test, **facts) -> dict:

@@ -88,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     train.add_argument("--quiet", action="store_true", help="no per-epoch lines or progress bar")
 
+    ensemble = commands.add_parser(
+        "ensemble", help="combine trained models into one ensemble run folder", formatter_class=formatter
+    )
+    ensemble.add_argument("models", nargs="+", metavar="MODEL",
+                          help="run folders or model files; an ensemble counts as its members")  # fmt: skip
+    ensemble.add_argument("--out", metavar="DIR", required=True, help="the new run folder")
+
     evaluate = commands.add_parser(
         "evaluate", help="test loss and accuracy of a trained model", formatter_class=formatter
     )
@@ -144,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     arguments = build_parser().parse_args(argv)
     handler = {"train": run_train, "evaluate": run_evaluate, "predict": run_predict, "show": run_show,
-               "serve": run_serve, "export": run_export, "explain": run_explain}  # fmt: skip
+               "serve": run_serve, "export": run_export, "explain": run_explain,
+               "ensemble": run_ensemble}  # fmt: skip
     try:
         return handler[arguments.command](arguments) or 0
     except (DigitcnnError, ValueError) as error:
@@ -179,6 +187,17 @@ def run_train(arguments) -> int:
             print(f"member test accuracies: {members}")
         print(f"test accuracy: {result['test_accuracy']:.4f}")
         print(f"saved the run to {out} ({result['train_seconds']:.0f} s of training)", file=sys.stderr)
+    return 0
+
+
+def run_ensemble(arguments) -> int:
+    from .api import combine_ensemble
+
+    result = combine_ensemble(arguments.out, arguments.models)
+    if result.get("validation_accuracy") is not None:
+        print(f"validation accuracy: {result['validation_accuracy']:.4f}")
+    print(f"test accuracy: {result['test_accuracy']:.4f}")
+    print(f"saved the ensemble to {arguments.out}", file=sys.stderr)
     return 0
 
 

@@ -56,11 +56,14 @@ def validation_split_of(source) -> tuple[float, int | None]:
     if source is None or not Path(source).is_dir():
         return DEFAULT_VALIDATION_SPLIT, None
     config = read_config(source)
-    limit = (config.get("data") or {}).get("limit")
+    data = config.get("data") or {}
+    limit = data.get("limit")
+    if "validation_split" in data:  # an ensemble combined from runs that held out the same split
+        return float(data["validation_split"]), limit
     if "train" in config:
         return float(config["train"]["validation_split"]), limit
     ensemble = config.get("ensemble")
-    if ensemble:  # members share the ensemble's options; read the first member's resolved recipe
+    if ensemble and (Path(source) / "members" / "0").is_dir():  # trained together: the first member's recipe
         return validation_split_of(Path(source) / "members" / "0")
     return DEFAULT_VALIDATION_SPLIT, limit
 
