@@ -143,11 +143,13 @@ class ProcessReader:
         await asyncio.gather(*(loop.run_in_executor(self.pool, os.getpid) for _ in range(self.workers)))
 
     async def read(self, *request) -> tuple[dict, int]:
+        pool = self.pool
         try:
-            return await asyncio.get_running_loop().run_in_executor(self.pool, read_in_reader, *request)
+            return await asyncio.get_running_loop().run_in_executor(pool, read_in_reader, *request)
         except BrokenProcessPool:  # a reader died (killed, out of memory): start afresh and say so
-            self.pool.shutdown(wait=False, cancel_futures=True)
-            self.pool = self.new_pool()
+            if self.pool is pool:  # the first of the requests it failed replaces it, once
+                pool.shutdown(wait=False, cancel_futures=True)
+                self.pool = self.new_pool()
             return {"error": "a reader process stopped; send the image again"}, 503
 
     def close(self) -> None:
