@@ -122,22 +122,22 @@ def combine_ensemble(out, sources: list, verbose: bool = True) -> dict:
     out = Path(out)
     if (out / WEIGHTS_FILE).exists() or (out / CHECKPOINT_FILE).exists():
         raise DigitcnnError(f"{out} already holds a model; choose another --out")
-    members = []
+    members, trained_on = [], []
     for source in sources:
         model = load_model(source)
         if not isinstance(model, torch.nn.Module):
             raise DigitcnnError(f"{source}: an ensemble is made of PyTorch models, not of exported .onnx files")
         members.extend(model.members if isinstance(model, Ensemble) else [model])
+        dataset, data_path = training_data_of(source)
+        trained_on.append((dataset or model.config.dataset, data_path, *validation_split_of(source)))
     if len({tuple(member.config.class_names) for member in members}) > 1:
         raise DigitcnnError("the models do not share their classes: they were trained on different data")
     model = ensemble_of(members)
-    held_out = {(training_data_of(source), validation_split_of(source)) for source in sources}
-    dataset, data_path = training_data_of(sources[0])
-    split, limit = validation_split_of(sources[0])
-    (x_train, y_train), (x_test, y_test) = load_split(dataset or model.config.dataset, data_path, limit)
-    data = {"dataset": dataset or model.config.dataset, "path": data_path, "limit": limit}
+    dataset, data_path, split, limit = trained_on[0]
+    (x_train, y_train), (x_test, y_test) = load_split(dataset, data_path, limit)
+    data = {"dataset": dataset, "path": data_path, "limit": limit}
     facts: dict = {"sources": [str(source) for source in sources]}
-    if len(held_out) == 1 and split > 0:
+    if len(set(trained_on)) == 1 and split > 0:
         data["validation_split"] = split
         facts["validation_accuracy"] = evaluate(model, *validation_slice(x_train, y_train, split)).accuracy
     if verbose:
