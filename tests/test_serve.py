@@ -9,6 +9,7 @@ import signal
 import httpx
 import numpy as np
 import pytest
+from benchmarks.load import server_family
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -157,20 +158,13 @@ def reader_processes(url: str) -> list[int]:
     """The pids of the reader processes of the `digitcnn serve` listening at `url`: its spawned children."""
     port = url.rsplit(":", 1)[1]
 
-    def command_line(pid: str) -> list[str]:
+    def command_line(pid: int | str) -> list[str]:
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as handle:
                 return handle.read().decode().split("\0")
         except OSError:  # a process that ended while we looked
             return []
 
-    def parent(pid: str) -> str:
-        try:
-            with open(f"/proc/{pid}/stat") as handle:
-                return handle.read().rsplit(")", 1)[1].split()[1]
-        except OSError:
-            return ""
-
     pids = [name for name in os.listdir("/proc") if name.isdigit()]
-    server = next(pid for pid in pids if "serve" in command_line(pid) and port in command_line(pid))
-    return sorted(int(pid) for pid in pids if parent(pid) == server and "spawn_main" in " ".join(command_line(pid)))
+    server = int(next(pid for pid in pids if "serve" in command_line(pid) and port in command_line(pid)))
+    return [pid for pid in server_family(server) if "spawn_main" in " ".join(command_line(pid))]

@@ -102,6 +102,9 @@ class ThreadReader:
         with self.slots:
             return read_one(self.model, *request)
 
+    async def start(self) -> None:
+        pass
+
     async def read(self, *request) -> tuple[dict, int]:
         return await run_in_threadpool(self.read_blocking, *request)
 
@@ -180,8 +183,7 @@ def create_app(model_source: str | Path | None = None, workers: int = 1) -> Fast
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        if isinstance(reader, ProcessReader):
-            await reader.start()
+        await reader.start()
         yield
         reader.close()
 
