@@ -1,8 +1,9 @@
 """The speed levers, one at a time, against a reference in the same process: training steps per second of
-the `fast` and `seed` networks with and without channels_last, and Dropout's mask cost with nn.Dropout
-against ByteDropout. Sides alternate each round and the median is reported.
+the `fast` and `seed` networks with and without channels_last, of the `best` network with its forward pass in
+bfloat16 and in float32, and Dropout's mask cost with nn.Dropout against ByteDropout. Sides alternate each
+round and the median is reported.
 
-    .venv/bin/python -m benchmarks.levers            # ~3 minutes
+    .venv/bin/python -m benchmarks.levers            # ~4 minutes
     .venv/bin/python -m benchmarks.levers --tiny     # the CI smoke run
 """
 
@@ -18,9 +19,11 @@ from torch import nn
 from benchmarks.common import machine, write_result
 from digitcnn import build_model, load_data
 from digitcnn.models import ByteDropout
+from digitcnn.train import autocast
 
 
-def training_rate(arch: str, channels_last: bool, images: torch.Tensor, labels: torch.Tensor, batch_size: int):
+def training_rate(arch: str, channels_last: bool, precision: str, images: torch.Tensor, labels: torch.Tensor,
+                  batch_size: int) -> float:  # fmt: skip
     """Images per second of plain SGD steps (forward, backward, update) on real digits."""
     torch.manual_seed(0)
     model = build_model(arch)
@@ -30,7 +33,8 @@ def training_rate(arch: str, channels_last: bool, images: torch.Tensor, labels: 
     def step(batch, targets):
         if channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
-        loss = F.cross_entropy(model(batch), targets)
+        with autocast(batch.device, precision):
+            loss = F.cross_entropy(model(batch), targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -65,17 +69,19 @@ def main() -> None:
     images = torch.tensor(x_train[: arguments.images, None], dtype=torch.float32) / 255
     labels = torch.tensor(y_train[: arguments.images], dtype=torch.long)
 
-    cases = {f"{arch} {layout}": (arch, layout == "channels_last")
+    cases = {f"{arch} {layout}": (arch, layout == "channels_last", "float32")
              for arch in ("fast", "seed") for layout in ("channels_last", "contiguous")}  # fmt: skip
-    seed_images = images[: max(256, arguments.images // 8)]  # the seed network is 13x the work per image
+    cases |= {f"best {precision}": ("best", True, precision) for precision in ("bfloat16", "float32")}
+    # The seed network is 13x `fast`'s work per image, `best` 3x: fewer images keep each case's time alike.
+    fewer_images = {"seed": max(256, arguments.images // 8), "best": max(256, arguments.images // 3)}
     rates: dict[str, list[float]] = {name: [] for name in cases}
     masks: dict[str, list[float]] = {"nn.Dropout": [], "ByteDropout": []}
     # The seed network's first dropout sees (batch 128, 128 channels, 22, 22).
     mask_shape, repeats = (128, 128, 22, 22), 3 if arguments.tiny else 20
     for round_index in range(arguments.rounds):
-        for name, (arch, channels_last) in cases.items():
-            data = seed_images if arch == "seed" else images
-            rates[name].append(training_rate(arch, channels_last, data, labels[: len(data)], 128))
+        for name, (arch, channels_last, precision) in cases.items():
+            data = images[: fewer_images.get(arch, len(images))]
+            rates[name].append(training_rate(arch, channels_last, precision, data, labels[: len(data)], 128))
             print(f"round {round_index + 1}: {name:22s} {rates[name][-1]:8.1f} images/s", file=sys.stderr)
         masks["nn.Dropout"].append(mask_milliseconds(nn.Dropout(0.25), mask_shape, repeats))
         masks["ByteDropout"].append(mask_milliseconds(ByteDropout(0.25), mask_shape, repeats))
@@ -87,6 +93,8 @@ def main() -> None:
         print(f"{name:24s} {value:10.1f}")
     ratios = {arch: medians[f"{arch} channels_last"] / medians[f"{arch} contiguous"] for arch in ("fast", "seed")}
     print("channels_last speed-up: " + ", ".join(f"{arch} {ratio:.2f}x" for arch, ratio in ratios.items()))
+    bfloat16_speedup = medians["best bfloat16"] / medians["best float32"]
+    print(f"bfloat16 forward pass speed-up: best {bfloat16_speedup:.2f}x")
     print(f"dropout mask on {mask_shape}: nn.Dropout {mask_medians['nn.Dropout']:.1f} ms, "
           f"ByteDropout {mask_medians['ByteDropout']:.1f} ms")  # fmt: skip
     result = {
@@ -94,6 +102,7 @@ def main() -> None:
         "rounds": arguments.rounds,
         "training_images_per_second": medians,
         "channels_last_speedup": ratios,
+        "bfloat16_speedup": {"best": bfloat16_speedup},
         "dropout_mask_milliseconds": mask_medians,
         "dropout_mask_shape": mask_shape,
         **machine(),

@@ -54,6 +54,20 @@ def test_ensembles_given_as_sources_count_as_their_members(small_run, second_run
     assert "validation accuracy: " in result.stdout
 
 
+def test_runs_that_held_out_different_digits_give_no_validation_split_to_calibrate_on(small_run, tmp_path):
+    other_split = tmp_path / "other-split"
+    run_cli("train", "--arch", "fast", "--limit", 8000, "--epochs", 1, "--validation-split", 0.2, "--out", other_split,
+            "--quiet", check=True)  # fmt: skip
+    out = tmp_path / "combined"
+    result = run_cli("ensemble", small_run[0], other_split, "--out", out, check=True)
+    assert "validation accuracy" not in result.stdout
+    # Every digit of either split was trained on by one member: fitting a temperature there would be dishonest.
+    run_cli("evaluate", "--model", out, "--report", tmp_path / "report", check=True)
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert "temperature" not in metrics["calibration"]
+    assert load_model(out).config.temperature == 1.0
+
+
 def test_bad_sources_and_a_taken_folder_are_one_line_errors(small_run, tmp_path):
     missing = run_cli("ensemble", small_run[0], tmp_path / "nowhere", "--out", tmp_path / "new")
     assert missing.returncode == 2 and "Traceback" not in missing.stderr

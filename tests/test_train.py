@@ -69,6 +69,29 @@ def test_saved_model_loads_to_identical_predictions(mnist, tmp_path):
     assert load_model(tmp_path / WEIGHTS_FILE).config == restored.config
 
 
+def test_bfloat16_training_learns_as_well_and_only_the_forward_pass_changes(mnist):
+    (x_train, y_train), (x_test, y_test) = mnist
+    trained = {}
+    for precision in ("float32", "bfloat16"):
+        torch.manual_seed(0)
+        model = build_model("fast")
+        fit(model, x_train[:3000], y_train[:3000], batch_size=32, epochs=2, precision=precision, verbose=False)
+        trained[precision] = model
+    # Same seed, same data order: only autocast can make the weights differ, and they stay float32.
+    bf16_weights = weights(trained["bfloat16"])
+    assert all(value.dtype == torch.float32 for value in bf16_weights.values() if value.is_floating_point())
+    assert not all(torch.equal(value, weights(trained["float32"])[name]) for name, value in bf16_weights.items())
+    accuracies = {name: evaluate(model, x_test[:2000], y_test[:2000]).accuracy for name, model in trained.items()}
+    assert accuracies["bfloat16"] > 0.9 and abs(accuracies["bfloat16"] - accuracies["float32"]) < 0.02
+
+
+def test_an_unknown_precision_is_a_one_line_error():
+    with pytest.raises(ValueError, match="float16"):
+        recipe("fast", precision="float16")
+    result = run_cli("train", "--precision", "float16", "--limit", 100)
+    assert result.returncode == 2 and "Traceback" not in result.stderr and "bfloat16" in result.stderr
+
+
 def test_onecycle_schedule_warms_up_then_decays_to_zero():
     config = recipe("fast")
     rates = [learning_rate_at(step, 100, config) for step in range(100)]

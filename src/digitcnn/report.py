@@ -51,8 +51,9 @@ def training_data_of(source) -> tuple[str | None, str | None]:
 
 
 def validation_split_of(source) -> tuple[float, int | None]:
-    """The validation fraction and the training-set limit a model was trained with, from its run folder; a
-    lone model file (the shipped one included) was trained with the default split on the full training set."""
+    """The validation fraction and the training-set limit a model was trained with, from its run folder (0.0:
+    no digits held out from all of it); a lone model file (the shipped one included) was trained with the
+    default split on the full training set."""
     if source is None or not Path(source).is_dir():
         return DEFAULT_VALIDATION_SPLIT, None
     config = read_config(source)
@@ -62,7 +63,9 @@ def validation_split_of(source) -> tuple[float, int | None]:
         return float(data["validation_split"]), limit
     if "train" in config:
         return float(config["train"]["validation_split"]), limit
-    ensemble = config.get("ensemble")
+    ensemble = config.get("ensemble") or {}
+    if "sources" in ensemble:  # combined from runs that held out different digits: none is unseen by all members
+        return 0.0, limit
     if ensemble and (Path(source) / "members" / "0").is_dir():  # trained together: the first member's recipe
         return validation_split_of(Path(source) / "members" / "0")
     return DEFAULT_VALIDATION_SPLIT, limit

@@ -43,6 +43,8 @@ class TrainConfig:
     scale: float = knob(0.0, "augmentation: random zoom up to this fraction each way")
     stroke: float = knob(0.0, "augmentation: random stroke thickening or thinning, up to this fraction of 1 px")
     ema_decay: float = knob(0.0, "per-step moving average of the weights, used as the result; 0 is off")
+    precision: str = knob("float32", "float32, or bfloat16: the training forward pass under autocast (1.9x faster "
+                          "on CPUs with native bfloat16, e.g. AVX512-BF16; slower on others)")
     seed: int = knob(0, "seeds the weights, data order, augmentation and dropout")
 
 
@@ -51,6 +53,7 @@ AUGMENTED = dict(
     epochs=15, batch_size=256, optimizer="sgd", learning_rate=0.2, weight_decay=5e-4, schedule="onecycle",
     label_smoothing=0.1, translate=2.0, rotate=10.0, scale=0.1, stroke=0.5, ema_decay=0.999,
 )  # fmt: skip
+PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 RECIPES: dict[str, dict] = {
     "seed": {},
     "fast": dict(
@@ -72,6 +75,8 @@ def recipe(arch: str, **overrides) -> TrainConfig:
         raise ValueError("epochs and batch_size must be at least 1")
     if config.optimizer not in ("adam", "sgd") or config.schedule not in ("constant", "onecycle"):
         raise ValueError(f"unknown optimizer {config.optimizer!r} or schedule {config.schedule!r}")
+    if config.precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {config.precision!r}; choose one of {', '.join(PRECISIONS)}")
     return config
 
 
@@ -281,8 +286,9 @@ def train_epoch(network, average, optimizer, generator, images, labels, epoch, l
             learning_rate = learning_rate_at(epoch * steps_per_epoch + step, total_steps, config)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate
-            logits = network(pixels)
-            loss = F.cross_entropy(logits, batch_labels, label_smoothing=config.label_smoothing, reduction="sum")
+            with autocast(images.device, config.precision):
+                logits = network(pixels)
+                loss = F.cross_entropy(logits, batch_labels, label_smoothing=config.label_smoothing, reduction="sum")
             optimizer.zero_grad(set_to_none=True)
             (loss / len(indices)).backward()
             optimizer.step()
@@ -303,6 +309,13 @@ def train_epoch(network, average, optimizer, generator, images, labels, epoch, l
         "accuracy": distributed.sum_tensor(correct.float()).item() / seen,
         "learning_rate": learning_rate,
     }
+
+
+def autocast(device: torch.device, precision: str):
+    """The forward pass in `precision` where it pays (convolutions, matrix products); weights, gradients and the
+    optimizer stay float32, and so does inference."""
+    dtype = PRECISIONS[precision]
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
 
 
 def unwrap(network: nn.Module) -> nn.Module:
