@@ -4,7 +4,9 @@ import json
 import subprocess
 import sys
 
-from tests.conftest import REPO
+import pytest
+
+from tests.conftest import REPO, run_cli
 
 
 def test_onnx_vs_torch_benchmark_measures_both_runtimes(tmp_path):
@@ -21,3 +23,27 @@ def test_onnx_vs_torch_benchmark_measures_both_runtimes(tmp_path):
     assert report["export_check"]["labels_identical"] and report["export_check"]["max_abs_difference"] <= 1e-4
     assert report["images_per_round"] == 256 and report["cores"] >= 1
     assert "onnxruntime" in result.stdout and "images/s" in result.stdout
+
+
+def test_ensemble_summary_counts_the_validation_mistakes_its_members_share(tmp_path):
+    from digitcnn.data import load_data
+    from digitcnn.inference import evaluate, load_model
+
+    run = tmp_path / "ensemble"
+    run_cli("train", "--ensemble", 2, "--arch", "fast", "--limit", 4000, "--epochs", 1, "--out", run, "--quiet",
+            check=True)  # fmt: skip
+    out = tmp_path / "summary.json"
+    result = subprocess.run([sys.executable, "-m", "benchmarks.ensemble", str(run), "--out", str(out)],
+                            cwd=REPO, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(out.read_text())
+    (x_train, y_train), _ = load_data()
+    # Both members held out the last 400 of the first 4,000 training digits.
+    validation = evaluate(load_model(run), x_train[3600:4000], y_train[3600:4000]).accuracy
+    assert summary["validation_examples"] == 400
+    assert summary["validation_accuracy"] == pytest.approx(validation)
+    assert summary["validation_errors"] == round((1 - validation) * 400)
+    assert summary["member_seeds"] == [0, 1] and summary["member_archs"] == ["fast", "fast"]
+    assert summary["validation_errors_all_members_make"] <= min(summary["member_validation_errors"])
+    assert summary["validation_errors_any_member_makes"] >= max(summary["member_validation_errors"])
+    assert summary["test_accuracy"] == json.loads((run / "config.json").read_text())["results"]["test_accuracy"]
