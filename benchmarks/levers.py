@@ -3,7 +3,7 @@ the `fast` and `seed` networks with and without channels_last, of the `best` net
 bfloat16 and in float32, and Dropout's mask cost with nn.Dropout against ByteDropout. Sides alternate each
 round and the median is reported.
 
-    .venv/bin/python -m benchmarks.levers            # ~4 minutes
+    .venv/bin/python -m benchmarks.levers            # 30 s to 3 minutes, by the CPU
     .venv/bin/python -m benchmarks.levers --tiny     # the CI smoke run
 """
 

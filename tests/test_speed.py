@@ -48,8 +48,10 @@ def test_throughput_benchmark_runs_both_sides(tmp_path):
 def test_levers_benchmark_measures_every_lever(tmp_path):
     result = run_benchmark("levers", tmp_path)
     assert set(result["training_images_per_second"]) == {
-        "fast channels_last", "fast contiguous", "seed channels_last", "seed contiguous",
+        "fast channels_last", "fast contiguous", "seed channels_last", "seed contiguous", "best bfloat16",
+        "best float32",
     }  # fmt: skip
+    assert result["bfloat16_speedup"]["best"] > 0
     assert all(value > 0 for value in result["dropout_mask_milliseconds"].values())
 
 
