@@ -43,8 +43,8 @@ class TrainConfig:
     scale: float = knob(0.0, "augmentation: random zoom up to this fraction each way")
     stroke: float = knob(0.0, "augmentation: random stroke thickening or thinning, up to this fraction of 1 px")
     ema_decay: float = knob(0.0, "per-step moving average of the weights, used as the result; 0 is off")
-    precision: str = knob("float32", "float32, or bfloat16: the training forward pass under autocast (1.9x faster "
-                          "on CPUs with native bfloat16, e.g. AVX512-BF16; slower on others)")
+    precision: str = knob("float32", "float32, or bfloat16: the training forward pass under autocast (best trains "
+                          "1.6x faster on a CPU with native bfloat16, benchmarks.levers; others emulate it)")
     seed: int = knob(0, "seeds the weights, data order, augmentation and dropout")
 
 
