@@ -14,7 +14,8 @@ import numpy as np
 
 from benchmarks.common import machine, write_result
 from digitcnn.api import MEMBERS_FOLDER, load_split
-from digitcnn.inference import load_model, predict
+from digitcnn.inference import load_model, predict_logits
+from digitcnn.metrics import softmax
 from digitcnn.report import training_data_of, validation_slice, validation_split_of
 from digitcnn.runs import read_config
 
@@ -40,7 +41,9 @@ def summarize(run: Path) -> dict:
     split, limit = splits.pop()
     (x_train, y_train), _ = load_split(*training_data_of(run), limit)
     x_validation, y_validation = validation_slice(x_train, y_train, split)
-    probabilities = np.stack([predict(load_model(folder), x_validation) for folder in members])
+    # At temperature 1, as Ensemble.forward averages them: a member's own fitted temperature is not the ensemble's.
+    ensemble = load_model(run)
+    probabilities = np.stack([softmax(predict_logits(member, x_validation)) for member in ensemble.members])
     member_wrong = probabilities.argmax(axis=2) != y_validation  # (members, digits)
     ensemble_wrong = probabilities.mean(axis=0).argmax(axis=1) != y_validation
     results = config["results"]
