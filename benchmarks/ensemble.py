@@ -1,7 +1,8 @@
 """What an ensemble run is made of, as JSON for the README: each member's architecture, seed, training time and
 test accuracy (as its run recorded them), the ensemble's test accuracy (recorded once, when it was made), and on
-the validation split every member held out: each member's accuracy, the ensemble's, and how many validation
-digits all members get wrong — mistakes no averaging can remove. Nothing here looks at the test set again.
+the validation split every member held out (if they held one out): each member's accuracy, the ensemble's, and
+how many validation digits all members get wrong — mistakes no averaging can remove. Nothing here looks at the
+test set again.
 
     .venv/bin/python -m benchmarks.ensemble runs/ensemble-40ep --out benchmarks/results/ensemble-40ep.json
 """
@@ -13,11 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import machine, write_result
-from digitcnn.api import MEMBERS_FOLDER, load_split
+from digitcnn.api import load_split
 from digitcnn.inference import load_model, predict_logits
 from digitcnn.metrics import softmax
 from digitcnn.report import training_data_of, validation_slice, validation_split_of
-from digitcnn.runs import read_config
+from digitcnn.runs import MEMBERS_FOLDER, read_config
 
 
 def member_folders(source: Path) -> list[Path]:
@@ -36,9 +37,31 @@ def summarize(run: Path) -> dict:
         raise SystemExit(f"{run} is not an ensemble run folder")
     member_configs = [read_config(folder) for folder in members]
     splits = {validation_split_of(folder) for folder in members}
-    if len(splits) != 1 or next(iter(splits))[0] == 0:
+    if len(splits) != 1:
         raise SystemExit(f"{run}: its members did not all hold out the same validation split")
     split, limit = splits.pop()
+    results = config["results"]
+    return {
+        "benchmark": f"ensemble of {len(members)}",
+        "run": str(run),
+        "test_accuracy": results["test_accuracy"],
+        "test_error": round(1 - results["test_accuracy"], 6),
+        # Members trained on the whole training set (--validation-split 0) leave no digit to judge them on.
+        **(validation_figures(run, split, limit) if split else {"validation_examples": 0}),
+        "members": [str(folder) for folder in members],
+        "member_archs": [member["model"]["arch"] for member in member_configs],
+        "member_seeds": [member["train"]["seed"] for member in member_configs],
+        "member_epochs": [member["train"]["epochs"] for member in member_configs],
+        "member_precisions": [member["train"].get("precision", "float32") for member in member_configs],
+        "member_test_accuracies": [member["results"]["test_accuracy"] for member in member_configs],
+        "member_train_seconds": [member["results"]["train_seconds"] for member in member_configs],
+        "train_seconds": round(sum(member["results"]["train_seconds"] for member in member_configs), 2),
+        **machine(),
+    }
+
+
+def validation_figures(run: Path, split: float, limit: int | None) -> dict:
+    """The ensemble's and each member's mistakes on the validation split all members held out."""
     (x_train, y_train), _ = load_split(*training_data_of(run), limit)
     x_validation, y_validation = validation_slice(x_train, y_train, split)
     # At temperature 1, as Ensemble.forward averages them: a member's own fitted temperature is not the ensemble's.
@@ -46,27 +69,13 @@ def summarize(run: Path) -> dict:
     probabilities = np.stack([softmax(predict_logits(member, x_validation)) for member in ensemble.members])
     member_wrong = probabilities.argmax(axis=2) != y_validation  # (members, digits)
     ensemble_wrong = probabilities.mean(axis=0).argmax(axis=1) != y_validation
-    results = config["results"]
     return {
-        "benchmark": f"ensemble of {len(members)}",
-        "run": str(run),
-        "test_accuracy": results["test_accuracy"],
-        "test_error": round(1 - results["test_accuracy"], 6),
         "validation_examples": len(y_validation),
         "validation_accuracy": 1 - float(ensemble_wrong.mean()),
         "validation_errors": int(ensemble_wrong.sum()),
         "validation_errors_all_members_make": int(member_wrong.all(axis=0).sum()),
         "validation_errors_any_member_makes": int(member_wrong.any(axis=0).sum()),
-        "members": [str(folder) for folder in members],
-        "member_archs": [member["model"]["arch"] for member in member_configs],
-        "member_seeds": [member["train"]["seed"] for member in member_configs],
-        "member_epochs": [member["train"]["epochs"] for member in member_configs],
-        "member_precisions": [member["train"].get("precision", "float32") for member in member_configs],
-        "member_test_accuracies": [member["results"]["test_accuracy"] for member in member_configs],
         "member_validation_errors": member_wrong.sum(axis=1).tolist(),
-        "member_train_seconds": [member["results"]["train_seconds"] for member in member_configs],
-        "train_seconds": round(sum(member["results"]["train_seconds"] for member in member_configs), 2),
-        **machine(),
     }
 
 
@@ -78,9 +87,13 @@ def main() -> None:
     summary = summarize(arguments.run)
     members = ", ".join(f"{accuracy:.2%}" for accuracy in summary["member_test_accuracies"])
     print(f"members' test accuracy: {members}", file=sys.stderr)
-    print(f"ensemble: test {summary['test_accuracy']:.2%}, validation {summary['validation_accuracy']:.2%} "
-          f"({summary['validation_errors']} of {summary['validation_examples']:,} wrong; all members wrong on "
-          f"{summary['validation_errors_all_members_make']})", file=sys.stderr)  # fmt: skip
+    if summary["validation_examples"]:
+        validation = (f"validation {summary['validation_accuracy']:.2%} ({summary['validation_errors']} of "
+                      f"{summary['validation_examples']:,} wrong; all members wrong on "
+                      f"{summary['validation_errors_all_members_make']})")  # fmt: skip
+    else:
+        validation = "no validation split (members trained on the whole training set)"
+    print(f"ensemble: test {summary['test_accuracy']:.2%}, {validation}", file=sys.stderr)
     write_result(arguments.out, summary)
 
 

@@ -47,3 +47,20 @@ def test_ensemble_summary_counts_the_validation_mistakes_its_members_share(tmp_p
     assert summary["validation_errors_all_members_make"] <= min(summary["member_validation_errors"])
     assert summary["validation_errors_any_member_makes"] >= max(summary["member_validation_errors"])
     assert summary["test_accuracy"] == json.loads((run / "config.json").read_text())["results"]["test_accuracy"]
+
+
+def test_ensemble_summary_of_members_trained_on_the_whole_training_set(tmp_path):
+    run = tmp_path / "ensemble"
+    run_cli("train", "--ensemble", 2, "--arch", "fast", "--limit", 2000, "--epochs", 1, "--validation-split", 0,
+            "--out", run, "--quiet", check=True)  # fmt: skip
+    out = tmp_path / "summary.json"
+    result = subprocess.run([sys.executable, "-m", "benchmarks.ensemble", str(run), "--out", str(out)],
+                            cwd=REPO, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(out.read_text())
+    # No digit was held out from both members, so there is no validation figure to report, and none is made up.
+    assert summary["validation_examples"] == 0 and "validation_accuracy" not in summary
+    assert "no validation split" in result.stderr
+    recorded = json.loads((run / "config.json").read_text())["results"]
+    assert summary["member_test_accuracies"] == recorded["member_test_accuracies"]
+    assert summary["test_accuracy"] == recorded["test_accuracy"] and summary["member_seeds"] == [0, 1]

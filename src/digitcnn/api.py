@@ -11,11 +11,19 @@ from . import distributed
 from .errors import DigitcnnError
 from .inference import evaluate, predict
 from .models import INPUT_STATISTICS, Ensemble, build_model, ensemble_of, model_config_from_dict
-from .runs import CHECKPOINT_FILE, CONFIG_FILE, WEIGHTS_FILE, load_run_model, read_config, save_model, update_config
+from .runs import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    MEMBERS_FOLDER,
+    WEIGHTS_FILE,
+    load_run_model,
+    read_config,
+    save_model,
+    update_config,
+)
 from .train import TrainConfig, fit, recipe
 
 FIGURE_FILE = "predictions.png"
-MEMBERS_FOLDER = "members"
 
 
 def load_split(dataset=None, data_path=None, limit=None):

@@ -24,7 +24,7 @@ from .metrics import (
     reliability_bins,
     softmax,
 )
-from .runs import WEIGHTS_FILE, model_results, read_config, read_history, save_model, save_model_file
+from .runs import MEMBERS_FOLDER, WEIGHTS_FILE, model_results, read_config, read_history, save_model, save_model_file
 
 MISTAKES_SHOWN = 24  # four rows of six: enough to see a pattern, few enough to read every one
 CALIBRATION_BINS = 15  # Guo et al.'s choice; the report and the tests use the same bins
@@ -66,8 +66,8 @@ def validation_split_of(source) -> tuple[float, int | None]:
     ensemble = config.get("ensemble") or {}
     if "sources" in ensemble:  # combined from runs that held out different digits: none is unseen by all members
         return 0.0, limit
-    if ensemble and (Path(source) / "members" / "0").is_dir():  # trained together: the first member's recipe
-        return validation_split_of(Path(source) / "members" / "0")
+    if ensemble and (Path(source) / MEMBERS_FOLDER / "0").is_dir():  # trained together: the first member's recipe
+        return validation_split_of(Path(source) / MEMBERS_FOLDER / "0")
     return DEFAULT_VALIDATION_SPLIT, limit
 
 

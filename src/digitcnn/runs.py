@@ -19,6 +19,7 @@ CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.csv"
 WEIGHTS_FILE = "model.safetensors"
 CHECKPOINT_FILE = "checkpoint.safetensors"
+MEMBERS_FOLDER = "members"  # an ensemble trained together: members/0, members/1, ... each a run folder
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")
 
 
