@@ -85,9 +85,14 @@ def test_bfloat16_training_learns_as_well_and_only_the_forward_pass_changes(mnis
     assert accuracies["bfloat16"] > 0.9 and abs(accuracies["bfloat16"] - accuracies["float32"]) < 0.02
 
 
-def test_an_unknown_precision_is_a_one_line_error():
+def test_an_unknown_precision_optimizer_or_schedule_is_a_one_line_error():
     with pytest.raises(ValueError, match="float16"):
         recipe("fast", precision="float16")
+    # The API names the allowed values, as the command line's choices do.
+    with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'; choose one of adam, sgd"):
+        recipe("fast", optimizer="rmsprop")
+    with pytest.raises(ValueError, match="unknown schedule 'cosine'; choose one of constant, onecycle"):
+        recipe("fast", schedule="cosine")
     result = run_cli("train", "--precision", "float16", "--limit", 100)
     assert result.returncode == 2 and "Traceback" not in result.stderr and "bfloat16" in result.stderr
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import distributed
 from .errors import DigitcnnError
-from .train import PRECISIONS, RECIPES, TrainConfig
+from .train import CHOICES, RECIPES, TrainConfig
 
 EXIT_USER_ERROR = 2
 
@@ -74,12 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
         kind = {"epochs": positive_int, "batch_size": positive_int, "validation_split": fraction}.get(
             field.name, field.type
         )
-        choices = {"optimizer": ("adam", "sgd"), "schedule": ("constant", "onecycle"),
-                   "precision": tuple(PRECISIONS)}.get(field.name)  # fmt: skip
         train.add_argument(
             f"--{field.name.replace('_', '-')}",
             type=kind,
-            choices=choices,
+            choices=CHOICES.get(field.name),
             default=None,
             help=f"{field.metadata['help']} (recipe default)",
         )

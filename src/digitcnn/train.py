@@ -54,6 +54,7 @@ AUGMENTED = dict(
     label_smoothing=0.1, translate=2.0, rotate=10.0, scale=0.1, stroke=0.5, ema_decay=0.999,
 )  # fmt: skip
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+CHOICES = {"optimizer": ("adam", "sgd"), "schedule": ("constant", "onecycle"), "precision": tuple(PRECISIONS)}
 RECIPES: dict[str, dict] = {
     "seed": {},
     "fast": dict(
@@ -73,10 +74,9 @@ def recipe(arch: str, **overrides) -> TrainConfig:
         raise ValueError(f"validation_split must be in [0, 1), not {config.validation_split}")
     if config.epochs < 1 or config.batch_size < 1:
         raise ValueError("epochs and batch_size must be at least 1")
-    if config.optimizer not in ("adam", "sgd") or config.schedule not in ("constant", "onecycle"):
-        raise ValueError(f"unknown optimizer {config.optimizer!r} or schedule {config.schedule!r}")
-    if config.precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {config.precision!r}; choose one of {', '.join(PRECISIONS)}")
+    for name, allowed in CHOICES.items():
+        if getattr(config, name) not in allowed:
+            raise ValueError(f"unknown {name} {getattr(config, name)!r}; choose one of {', '.join(allowed)}")
     return config
 
 
