@@ -76,6 +76,11 @@ def validation_figures(run: Path, split: float, limit: int | None) -> dict:
         "validation_errors_all_members_make": int(member_wrong.all(axis=0).sum()),
         "validation_errors_any_member_makes": int(member_wrong.any(axis=0).sum()),
         "member_validation_errors": member_wrong.sum(axis=1).tolist(),
+        # How many members it takes: the ensemble of the first k members, k = 1, 2, ..., as trained.
+        "validation_errors_of_first_members": [
+            int((probabilities[:count].mean(axis=0).argmax(axis=1) != y_validation).sum())
+            for count in range(1, len(probabilities) + 1)
+        ],
     }
 
 

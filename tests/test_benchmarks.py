@@ -46,6 +46,8 @@ def test_ensemble_summary_counts_the_validation_mistakes_its_members_share(tmp_p
     assert summary["member_seeds"] == [0, 1] and summary["member_archs"] == ["fast", "fast"]
     assert summary["validation_errors_all_members_make"] <= min(summary["member_validation_errors"])
     assert summary["validation_errors_any_member_makes"] >= max(summary["member_validation_errors"])
+    first_members = summary["validation_errors_of_first_members"]
+    assert first_members == [summary["member_validation_errors"][0], summary["validation_errors"]]
     assert summary["test_accuracy"] == json.loads((run / "config.json").read_text())["results"]["test_accuracy"]
 
 
