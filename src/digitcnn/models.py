@@ -156,10 +156,10 @@ def seed_network(config: ModelConfig) -> nn.Module:
     )  # fmt: skip
 
 
-def conv_block(in_channels: int, out_channels: int, config: ModelConfig) -> list[nn.Module]:
+def conv_block(in_channels: int, out_channels: int, config: ModelConfig, padding: int = 1) -> list[nn.Module]:
     # No bias: BatchNorm's shift makes it redundant.
     return [
-        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+        nn.Conv2d(in_channels, out_channels, 3, padding=padding, bias=False),
         nn.BatchNorm2d(out_channels),
         activation_layer(config),
     ]
@@ -219,3 +219,17 @@ def deep_network(config: ModelConfig) -> nn.Module:
         ByteDropout(0.25),
         nn.Linear(128, config.num_classes),
     )  # fmt: skip
+
+
+@register("unpooled")
+def unpooled_network(config: ModelConfig) -> nn.Module:
+    """Ten unpadded 3x3 convolutions, widening by 8 channels each, and no pooling: every layer sees the whole
+    digit at full detail and the last 8x8 map keeps where each feature is. The shape of the no-pooling members
+    of An et al. (2020), whose homogeneous ensembles reported under 0.2% test error, at half their width: 43 MFLOP
+    per image, 2x `best`'s, and 2.2x its training time. Built to make mistakes other than `best`'s and `deep`'s."""
+    widths = [16, 24, 32, 40, 48, 56, 64, 72, 80, 88]
+    layers, channels = [], 1
+    for width in widths:  # 28x28 -> 26x26 -> ... -> 8x8
+        layers += conv_block(channels, width, config, padding=0)
+        channels = width
+    return nn.Sequential(*layers, nn.Flatten(), ByteDropout(0.25), nn.Linear(channels * 8 * 8, config.num_classes))
