@@ -4,7 +4,12 @@ the validation split every member held out (if they held one out): each member's
 how many validation digits all members get wrong — mistakes no averaging can remove. Nothing here looks at the
 test set again.
 
+With --candidate, models trained apart on the same training digits are judged as would-be members before anyone
+trains an ensemble of them: each one's validation mistakes, how many of the mistakes all members share it gets
+right, and the validation mistakes of the ensemble with it added. Their test accuracy is not read.
+
     .venv/bin/python -m benchmarks.ensemble runs/ensemble-40ep --out benchmarks/results/ensemble-40ep.json
+    .venv/bin/python -m benchmarks.ensemble runs/ensemble-40ep --candidate runs/probe-unpooled-40ep --out FILE.json
 """
 
 import argparse
@@ -30,7 +35,7 @@ def member_folders(source: Path) -> list[Path]:
     return [folder for part in sources for folder in member_folders(Path(part))] or [source]
 
 
-def summarize(run: Path) -> dict:
+def summarize(run: Path, candidates: tuple[Path, ...] = ()) -> dict:
     config = read_config(run)
     members = member_folders(run)
     if members == [run]:
@@ -40,6 +45,12 @@ def summarize(run: Path) -> dict:
     if len(splits) != 1:
         raise SystemExit(f"{run}: its members did not all hold out the same validation split")
     split, limit = splits.pop()
+    trained_on = training_data_of(members[0]), (split, limit)
+    for candidate in candidates:
+        if (training_data_of(candidate), validation_split_of(candidate)) != trained_on:
+            raise SystemExit(f"{candidate} did not hold out the validation digits {run}'s members held out")
+    if candidates and not split:
+        raise SystemExit(f"{run}: its members held out no validation digits to judge a candidate on")
     results = config["results"]
     return {
         "benchmark": f"ensemble of {len(members)}",
@@ -47,7 +58,7 @@ def summarize(run: Path) -> dict:
         "test_accuracy": results["test_accuracy"],
         "test_error": round(1 - results["test_accuracy"], 6),
         # Members trained on the whole training set (--validation-split 0) leave no digit to judge them on.
-        **(validation_figures(run, split, limit) if split else {"validation_examples": 0}),
+        **(validation_figures(run, split, limit, candidates) if split else {"validation_examples": 0}),
         "members": [str(folder) for folder in members],
         "member_archs": [member["model"]["arch"] for member in member_configs],
         "member_seeds": [member["train"]["seed"] for member in member_configs],
@@ -60,8 +71,9 @@ def summarize(run: Path) -> dict:
     }
 
 
-def validation_figures(run: Path, split: float, limit: int | None) -> dict:
-    """The ensemble's and each member's mistakes on the validation split all members held out."""
+def validation_figures(run: Path, split: float, limit: int | None, candidates: tuple[Path, ...] = ()) -> dict:
+    """The ensemble's and each member's mistakes on the validation split all members held out, and each
+    candidate's against them."""
     (x_train, y_train), _ = load_split(*training_data_of(run), limit)
     x_validation, y_validation = validation_slice(x_train, y_train, split)
     # At temperature 1, as Ensemble.forward averages them: a member's own fitted temperature is not the ensemble's.
@@ -81,15 +93,38 @@ def validation_figures(run: Path, split: float, limit: int | None) -> dict:
             int((probabilities[:count].mean(axis=0).argmax(axis=1) != y_validation).sum())
             for count in range(1, len(probabilities) + 1)
         ],
+        **({"candidates": [candidate_figures(candidate, x_validation, y_validation, probabilities)
+                           for candidate in candidates]} if candidates else {}),
+    }
+
+
+def candidate_figures(candidate: Path, x_validation, y_validation, member_probabilities: np.ndarray) -> dict:
+    """Whether `candidate` would help as one more member: a model that gets right none of the digits all members
+    miss can only trade one of the ensemble's other mistakes for another."""
+    model = load_model(candidate)
+    probabilities = softmax(predict_logits(model, x_validation))
+    wrong = probabilities.argmax(axis=1) != y_validation
+    all_members_wrong = (member_probabilities.argmax(axis=2) != y_validation).all(axis=0)
+    ensemble_wrong = member_probabilities.mean(axis=0).argmax(axis=1) != y_validation
+    with_candidate = np.concatenate([member_probabilities, probabilities[None]]).mean(axis=0)
+    return {
+        "run": str(candidate),
+        "arch": model.config.arch,
+        "validation_errors": int(wrong.sum()),
+        "right_where_all_members_are_wrong": int((~wrong & all_members_wrong).sum()),
+        "wrong_where_the_ensemble_is_wrong": int((wrong & ensemble_wrong).sum()),
+        "validation_errors_of_ensemble_with_it": int((with_candidate.argmax(axis=1) != y_validation).sum()),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path, help="an ensemble run folder (train --ensemble, or digitcnn ensemble)")
+    parser.add_argument("--candidate", type=Path, action="append", default=[],
+                        help="a model trained apart on the same digits, judged as one more member (repeatable)")
     parser.add_argument("--out", required=True, help="where to write the JSON")
     arguments = parser.parse_args()
-    summary = summarize(arguments.run)
+    summary = summarize(arguments.run, tuple(arguments.candidate))
     members = ", ".join(f"{accuracy:.2%}" for accuracy in summary["member_test_accuracies"])
     print(f"members' test accuracy: {members}", file=sys.stderr)
     if summary["validation_examples"]:
@@ -99,6 +134,10 @@ def main() -> None:
     else:
         validation = "no validation split (members trained on the whole training set)"
     print(f"ensemble: test {summary['test_accuracy']:.2%}, {validation}", file=sys.stderr)
+    for candidate in summary.get("candidates", []):
+        print(f"candidate {candidate['run']} ({candidate['arch']}): {candidate['validation_errors']} validation "
+              f"mistakes, right on {candidate['right_where_all_members_are_wrong']} all members miss; the ensemble "
+              f"with it: {candidate['validation_errors_of_ensemble_with_it']}", file=sys.stderr)  # fmt: skip
     write_result(arguments.out, summary)
 
 

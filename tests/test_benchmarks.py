@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tests.conftest import REPO, run_cli
@@ -27,7 +28,8 @@ def test_onnx_vs_torch_benchmark_measures_both_runtimes(tmp_path):
 
 def test_ensemble_summary_counts_the_validation_mistakes_its_members_share(tmp_path):
     from digitcnn.data import load_data
-    from digitcnn.inference import evaluate, load_model
+    from digitcnn.inference import evaluate, load_model, predict_logits
+    from digitcnn.metrics import softmax
 
     run = tmp_path / "ensemble"
     run_cli("train", "--ensemble", 2, "--arch", "fast", "--limit", 4000, "--epochs", 1, "--out", run, "--quiet",
@@ -49,6 +51,31 @@ def test_ensemble_summary_counts_the_validation_mistakes_its_members_share(tmp_p
     first_members = summary["validation_errors_of_first_members"]
     assert first_members == [summary["member_validation_errors"][0], summary["validation_errors"]]
     assert summary["test_accuracy"] == json.loads((run / "config.json").read_text())["results"]["test_accuracy"]
+
+    # A model trained apart on the same digits, judged as a third member against the members' own predictions.
+    candidate = tmp_path / "candidate"
+    run_cli("train", "--arch", "fast", "--limit", 4000, "--epochs", 1, "--seed", 7, "--out", candidate, "--quiet",
+            check=True)  # fmt: skip
+    result = subprocess.run([sys.executable, "-m", "benchmarks.ensemble", str(run), "--candidate", str(candidate),
+                             "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(out.read_text())["candidates"][0]
+    models = [load_model(run / "members" / "0"), load_model(run / "members" / "1"), load_model(candidate)]
+    images, labels = x_train[3600:4000], y_train[3600:4000]
+    probabilities = [softmax(predict_logits(model, images)) for model in models]  # temperature 1, as averaged
+    wrong = [probability.argmax(axis=1) != labels for probability in probabilities]
+    assert figures["arch"] == "fast" and figures["validation_errors"] == wrong[2].sum()
+    assert figures["right_where_all_members_are_wrong"] == (wrong[0] & wrong[1] & ~wrong[2]).sum()
+    assert figures["validation_errors_of_ensemble_with_it"] == (np.mean(probabilities, 0).argmax(1) != labels).sum()
+    assert "candidate" in result.stderr and "right on" in result.stderr
+
+    # One that held out other digits cannot be judged on these.
+    other = tmp_path / "other"
+    run_cli("train", "--arch", "fast", "--limit", 2000, "--epochs", 1, "--out", other, "--quiet", check=True)
+    result = subprocess.run([sys.executable, "-m", "benchmarks.ensemble", str(run), "--candidate", str(other),
+                             "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode != 0 and "did not hold out the validation digits" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_ensemble_summary_of_members_trained_on_the_whole_training_set(tmp_path):
