@@ -224,9 +224,11 @@ def deep_network(config: ModelConfig) -> nn.Module:
 @register("unpooled")
 def unpooled_network(config: ModelConfig) -> nn.Module:
     """Ten unpadded 3x3 convolutions, widening by 8 channels each, and no pooling: every layer sees the whole
-    digit at full detail and the last 8x8 map keeps where each feature is. The shape of the no-pooling members
-    of An et al. (2020), whose homogeneous ensembles reported under 0.2% test error, at half their width: 43 MFLOP
-    per image, 2x `best`'s, and 2.2x its training time. Built to make mistakes other than `best`'s and `deep`'s."""
+    digit at full detail and the last 8x8 map keeps where each feature is. The shape of the 3x3 no-pooling
+    members of An et al. (2020, "up to 99.87%" test accuracy for a vote of three), at half their width: 43 MFLOP
+    per image, 2x `best`'s, and 2.2x its training time. Built to make mistakes other than `best`'s and `deep`'s,
+    it does not: 16 validation mistakes after 40 epochs at seed 30, 12 of them the 40-epoch ensemble's own
+    (README, ensembles)."""
     widths = [16, 24, 32, 40, 48, 56, 64, 72, 80, 88]
     layers, channels = [], 1
     for width in widths:  # 28x28 -> 26x26 -> ... -> 8x8
