@@ -93,19 +93,19 @@ def validation_figures(run: Path, split: float, limit: int | None, candidates: t
             int((probabilities[:count].mean(axis=0).argmax(axis=1) != y_validation).sum())
             for count in range(1, len(probabilities) + 1)
         ],
-        **({"candidates": [candidate_figures(candidate, x_validation, y_validation, probabilities)
-                           for candidate in candidates]} if candidates else {}),
+        **({"candidates": [candidate_figures(candidate, x_validation, y_validation, probabilities, member_wrong,
+                                             ensemble_wrong) for candidate in candidates]} if candidates else {}),
     }
 
 
-def candidate_figures(candidate: Path, x_validation, y_validation, member_probabilities: np.ndarray) -> dict:
+def candidate_figures(candidate: Path, x_validation, y_validation, member_probabilities, member_wrong,
+                      ensemble_wrong) -> dict:  # fmt: skip
     """Whether `candidate` would help as one more member: a model that gets right none of the digits all members
     miss can only trade one of the ensemble's other mistakes for another."""
     model = load_model(candidate)
     probabilities = softmax(predict_logits(model, x_validation))
     wrong = probabilities.argmax(axis=1) != y_validation
-    all_members_wrong = (member_probabilities.argmax(axis=2) != y_validation).all(axis=0)
-    ensemble_wrong = member_probabilities.mean(axis=0).argmax(axis=1) != y_validation
+    all_members_wrong = member_wrong.all(axis=0)
     with_candidate = np.concatenate([member_probabilities, probabilities[None]]).mean(axis=0)
     return {
         "run": str(candidate),
