@@ -41,7 +41,8 @@ def test_ensemble_summary_counts_the_validation_mistakes_its_members_share(tmp_p
     summary = json.loads(out.read_text())
     (x_train, y_train), _ = load_data()
     # Both members held out the last 400 of the first 4,000 training digits.
-    validation = evaluate(load_model(run), x_train[3600:4000], y_train[3600:4000]).accuracy
+    images, labels = x_train[3600:4000], y_train[3600:4000]
+    validation = evaluate(load_model(run), images, labels).accuracy
     assert summary["validation_examples"] == 400
     assert summary["validation_accuracy"] == pytest.approx(validation)
     assert summary["validation_errors"] == round((1 - validation) * 400)
@@ -61,7 +62,6 @@ def test_ensemble_summary_counts_the_validation_mistakes_its_members_share(tmp_p
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads(out.read_text())["candidates"][0]
     models = [load_model(run / "members" / "0"), load_model(run / "members" / "1"), load_model(candidate)]
-    images, labels = x_train[3600:4000], y_train[3600:4000]
     probabilities = [softmax(predict_logits(model, images)) for model in models]  # temperature 1, as averaged
     wrong = [probability.argmax(axis=1) != labels for probability in probabilities]
     assert figures["arch"] == "fast" and figures["validation_errors"] == wrong[2].sum()
