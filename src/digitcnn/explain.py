@@ -38,8 +38,8 @@ def integrated_gradients(
         # Callers often sit inside no_grad or inference_mode (prediction code does); gradients are needed here,
         # and tensors made under inference_mode could not take part in them.
         with torch.inference_mode(False), torch.enable_grad():
-            pixels = one_digit(image, "image").to(device)
-            reference = torch.zeros_like(pixels) if baseline is None else one_digit(baseline, "baseline").to(device)
+            pixels = _one_digit(image, "image").to(device)
+            reference = torch.zeros_like(pixels) if baseline is None else _one_digit(baseline, "baseline").to(device)
             if target is None:
                 with torch.no_grad():
                     target = int(model(pixels[None, None]).argmax(dim=1).item())
@@ -54,7 +54,7 @@ def integrated_gradients(
     return ((pixels - reference).double() * mean_gradient).float().cpu().numpy()
 
 
-def one_digit(values, name: str) -> torch.Tensor:
+def _one_digit(values, name: str) -> torch.Tensor:
     """(28, 28) float32: `image` and `baseline` are the model's own input, floats in [0, 1]; uint8 is refused
     rather than guessed at."""
     if isinstance(values, torch.Tensor):
