@@ -21,9 +21,8 @@ import torch
 
 from benchmarks.common import machine, write_result
 from digitcnn import load_data
-from digitcnn.export import export_onnx
 from digitcnn.inference import SHIPPED_MODEL, load_model, predict_logits
-from digitcnn.onnx_runtime import OnnxModel
+from digitcnn.onnx_model import OnnxModel, export_onnx
 
 
 def images_per_second(model, images, batch_size: int) -> float:

@@ -17,10 +17,22 @@ from digitcnn.data import (
     read_idx,
     safe_unpickle,
     to_categorical,
-    write_idx,
 )
 from digitcnn.errors import DataError
 from tests.conftest import run_cli
+
+# The IDX format's type codes (yann.lecun.com/exdb/mnist): written big-endian after a 4-byte magic number.
+IDX_CODES = {np.uint8: 0x08, np.int8: 0x09, np.int16: 0x0B, np.int32: 0x0C, np.float32: 0x0D, np.float64: 0x0E}
+
+
+def write_idx(path, array: np.ndarray) -> None:
+    """An IDX file (gzipped when the name ends in .gz), written from the format's description rather than
+    from the reader's own table."""
+    array = np.asarray(array)
+    code = IDX_CODES[array.dtype.type]
+    header = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
+    payload = header + array.astype(array.dtype.newbyteorder(">")).tobytes()
+    path.write_bytes(gzip.compress(payload, mtime=0) if str(path).endswith(".gz") else payload)
 
 
 def test_mnist_is_shaped_like_keras_and_has_mnists_class_counts(mnist):

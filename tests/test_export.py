@@ -10,9 +10,8 @@ import torch
 from PIL import Image
 
 from digitcnn.errors import ModelError
-from digitcnn.export import TOLERANCE, export_onnx
 from digitcnn.inference import evaluate, load_model, predict, predict_logits
-from digitcnn.onnx_runtime import METADATA_KEY, OnnxModel
+from digitcnn.onnx_model import METADATA_KEY, TOLERANCE, OnnxModel, export_onnx
 from tests.conftest import run_cli
 
 

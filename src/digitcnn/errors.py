@@ -17,6 +17,10 @@ class ImageTooLargeError(ImageError):
     """An image whose pixel count (or byte size) exceeds the cap; refused before it is decoded."""
 
 
+class UnsupportedImageError(ImageError):
+    """Not an image at all, or an image in a format we do not read (the server answers 415)."""
+
+
 class NoDigitError(ImageError):
     """The image was read but holds no ink that could be a digit (blank page, uniform colour)."""
 

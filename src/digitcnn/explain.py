@@ -5,6 +5,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .pixels import SIDE, as_pixels
+
 
 def integrated_gradients(
     model: nn.Module, image, target: int | None = None, steps: int = 64, baseline=None, batch_size: int = 128
@@ -36,8 +38,8 @@ def integrated_gradients(
         # Callers often sit inside no_grad or inference_mode (prediction code does); gradients are needed here,
         # and tensors made under inference_mode could not take part in them.
         with torch.inference_mode(False), torch.enable_grad():
-            pixels = _digit(image, "image").to(device)
-            reference = torch.zeros_like(pixels) if baseline is None else _digit(baseline, "baseline").to(device)
+            pixels = _one_digit(image, "image").to(device)
+            reference = torch.zeros_like(pixels) if baseline is None else _one_digit(baseline, "baseline").to(device)
             if target is None:
                 with torch.no_grad():
                     target = int(model(pixels[None, None]).argmax(dim=1).item())
@@ -52,16 +54,22 @@ def integrated_gradients(
     return ((pixels - reference).double() * mean_gradient).float().cpu().numpy()
 
 
-def _digit(values, name: str) -> torch.Tensor:
-    tensor = torch.as_tensor(np.asarray(values) if not isinstance(values, torch.Tensor) else values)
-    if tensor.dtype in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.bool):
+def _one_digit(values, name: str) -> torch.Tensor:
+    """(28, 28) float32: `image` and `baseline` are the model's own input, floats in [0, 1]; uint8 is refused
+    rather than guessed at."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach()
+    try:
+        pixels = as_pixels(values, keep_uint8=True)
+    except ValueError as error:
+        raise ValueError(f"{name} must be a single {SIDE}×{SIDE} image of floats in [0, 1] ({error})") from None
+    if pixels.dtype == torch.uint8:
         raise ValueError(f"{name} must hold floats in [0, 1]; divide uint8 pixels by 255 first")
-    tensor = tensor.detach().to(torch.float32).squeeze()
-    if tensor.shape != (28, 28):
-        raise ValueError(f"{name} must be a 28×28 image, got shape {tuple(tensor.shape)}")
-    if not torch.isfinite(tensor).all():
+    if len(pixels) != 1:
+        raise ValueError(f"{name} must be a single {SIDE}×{SIDE} image, got shape {tuple(np.shape(values))}")
+    if not torch.isfinite(pixels).all():
         raise ValueError(f"{name} contains NaN or infinity")
-    return tensor
+    return pixels[0, 0]
 
 
 def _path_gradients(

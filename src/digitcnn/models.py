@@ -4,9 +4,12 @@ input normalization lives inside the model so an exported model needs no preproc
 import dataclasses
 from collections.abc import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .pixels import as_pixels
 
 # Mean and standard deviation of the training pixels (in [0, 1]) of each data set; user data uses MNIST's.
 INPUT_STATISTICS = {"mnist": (0.1307, 0.3081), "fashion-mnist": (0.2860, 0.3530)}
@@ -235,3 +238,29 @@ def unpooled_network(config: ModelConfig) -> nn.Module:
         layers += conv_block(channels, width, config, padding=0)
         channels = width
     return nn.Sequential(*layers, nn.Flatten(), ByteDropout(0.25), nn.Linear(channels * 8 * 8, config.num_classes))
+
+
+def is_torch_model(model) -> bool:
+    """A PyTorch model trains, explains and joins an ensemble; an exported OnnxModel only predicts."""
+    return isinstance(model, nn.Module)
+
+
+@torch.inference_mode()
+def torch_logits(model: nn.Module, images, batch_size: int = 1024) -> np.ndarray:
+    """A PyTorch model's raw logits (N, classes) as float32, in eval mode with its mode restored.
+
+    `inference.predict_logits` is the one entry point (it runs exported models too); this is its PyTorch half,
+    which ONNX validation compares against onnxruntime's."""
+    pixels = as_pixels(images)
+    # Switching modes walks every submodule (~0.35 ms, a third of a served image's model time): only when needed.
+    was_training = model.training
+    if was_training:
+        model.eval()
+    try:
+        device = next(model.parameters()).device
+        batches = (pixels[start : start + batch_size].to(device) for start in range(0, len(pixels), batch_size))
+        outputs = [model(batch).cpu() for batch in batches]
+    finally:
+        if was_training:
+            model.train()
+    return torch.cat(outputs).numpy() if outputs else np.zeros((0, model.config.num_classes), np.float32)

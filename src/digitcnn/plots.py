@@ -1,7 +1,6 @@
 """Figures as PNG files: predictions, confusion matrix, mistakes, training history, reliability, saliency.
 Matplotlib's object API only (no pyplot state), so it runs headless; every file is written atomically."""
 
-import csv
 import math
 import os
 import textwrap
@@ -15,9 +14,9 @@ from matplotlib.colors import ListedColormap, LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
-from .errors import DataError
 from .files import atomic_path
 from .metrics import ReliabilityBins
+from .pixels import IMAGE_SHAPE, as_pixels
 
 DPI = 100  # figure sizes below are in inches, so a 10-inch figure is 1,000 pixels wide
 # Digits are drawn as dark ink on white paper, which reads better in a grid than MNIST's white on black.
@@ -41,13 +40,6 @@ def _digit_range(images: np.ndarray) -> tuple[float, float]:
 def _percent(probability) -> str:
     """Rounded down, so a 99.96% guess reads 99.9% rather than a certain-looking 100.0%."""
     return f"{math.floor(float(probability) * 1000) / 10:.1f}%"
-
-
-def _digit_stack(images, count: int, name: str = "images") -> np.ndarray:
-    stack = np.asarray(images)
-    if stack.ndim != 3 or len(stack) != count:
-        raise ValueError(f"{name} must have shape ({count}, height, width), got {stack.shape}")
-    return stack
 
 
 def _name(class_names: Sequence[str] | None, index) -> str:
@@ -85,7 +77,9 @@ def plot_predictions(images, actual, predicted, path, class_names: Sequence[str]
     actual, predicted = np.asarray(actual), np.asarray(predicted)
     if len(actual) == 0 or len(actual) != len(predicted):
         raise ValueError(f"need as many predictions as labels (at least one), got {len(predicted)} and {len(actual)}")
-    stack = _digit_stack(images, len(actual))
+    stack = as_pixels(images)[:, 0].cpu().numpy()  # (N, 28, 28), as imshow draws them
+    if len(stack) != len(actual):
+        raise ValueError(f"{len(stack)} images for {len(actual)} labels")
     value_range = _digit_range(stack)
     figure, axes = _image_grid(len(stack), columns=5, panel_inches=(2.4, 2.5))
     for panel, image, truth, guess in zip(axes, stack, actual, predicted, strict=True):
@@ -144,7 +138,9 @@ def plot_mistakes(images, actual, predicted, confidence, class_names: Sequence[s
         figure = Figure(figsize=(5, 2), layout="constrained")
         figure.text(0.5, 0.5, "No mistakes to show", ha="center", va="center", fontsize=14)
         return _save(figure, path)
-    stack = _digit_stack(images, len(actual))
+    stack = as_pixels(images)[:, 0].cpu().numpy()  # (N, 28, 28), as imshow draws them
+    if len(stack) != len(actual):
+        raise ValueError(f"{len(stack)} images for {len(actual)} labels")
     value_range = _digit_range(stack)
     figure, axes = _image_grid(len(stack), columns=6, panel_inches=(2.2, 2.5))
     for panel, image, truth, guess, sure in zip(axes, stack, actual, predicted, confidence, strict=True):
@@ -152,21 +148,6 @@ def plot_mistakes(images, actual, predicted, confidence, class_names: Sequence[s
         _digit_panel(panel, image, value_range, title, wrong=True)
     figure.suptitle("Most confident mistakes", fontsize=13)
     return _save(figure, path)
-
-
-def read_history_csv(path) -> list[dict]:
-    """A run folder's history.csv as a list of dicts of floats; empty cells become None."""
-    rows = []
-    try:
-        with open(path, newline="") as handle:
-            for line, row in enumerate(csv.DictReader(handle), start=2):
-                try:
-                    rows.append({key: float(value) if value not in ("", None) else None for key, value in row.items()})
-                except ValueError as error:
-                    raise DataError(f"{path}, line {line}: {error}") from None
-    except FileNotFoundError:
-        raise DataError(f"{path} does not exist; is this a run folder?") from None
-    return rows
 
 
 def _history_column(rows: list[dict], key: str) -> np.ndarray:
@@ -298,7 +279,7 @@ def plot_preprocessed(originals: Sequence, inputs: Sequence, labels: Sequence, c
             name = name or f"original {size}"
         left.set_title(textwrap.shorten(name or "original", 32), fontsize=10)
         if inputs[index] is not None:
-            model_input = np.asarray(inputs[index]).reshape(28, 28)
+            model_input = np.asarray(inputs[index]).reshape(IMAGE_SHAPE)
             _digit_panel(right, model_input, _digit_range(model_input), "")
             _frame(right)
         if labels[index] is not None:

@@ -14,7 +14,8 @@ from statistics import NormalDist
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageError, ImageTooLargeError, NoDigitError
+from .errors import ImageError, ImageTooLargeError, NoDigitError, UnsupportedImageError
+from .pixels import SIDE
 
 # A 40-megapixel image is a large phone photo; decoded it takes up to 160 MB. Anything bigger is refused from
 # its header, before a single pixel is decoded, so a decompression bomb costs nothing.
@@ -26,7 +27,6 @@ SUPPORTED_FORMATS = {"PNG", "JPEG", "MPO", "BMP", "GIF", "WEBP", "TIFF"}
 SIGNATURES = {"PNG": b"\x89PNG", "JPEG": b"\xff\xd8", "GIF": b"GIF8", "BMP": b"BM", "WEBP": b"RIFF",
               "TIFF": b"II*\x00", "big-endian TIFF": b"MM\x00*"}  # fmt: skip
 
-SIZE = 28  # MNIST's frame
 BOX = 20  # MNIST's digits fill a 20x20 box: the longer side of the ink is 20 px for 9,997 of 10,000 test digits
 CENTRE = 14.0  # where MNIST's centre of mass sits, in pixel-index coordinates (measured: 14.0 +- 0.3)
 # Stroke width (2 * ink area / ink boundary, in MNIST pixels, measured at the working scale below) of the
@@ -51,7 +51,8 @@ BORDER_PENALTY = 0.25  # ink touching the frame's edge is more often a shadow or
 def load_image(source) -> Image.Image:
     """A path, bytes or binary file -> a decoded PIL image ("L", "RGB" or "RGBA"), EXIF orientation applied.
 
-    Raises ImageTooLargeError over the byte or pixel cap (checked before decoding), ImageError otherwise."""
+    Raises ImageTooLargeError over the byte or pixel cap (checked before decoding), UnsupportedImageError for
+    data that is not an image or is one of a format we do not read, ImageError otherwise."""
     if isinstance(source, str | os.PathLike):
         try:
             size = os.path.getsize(source)
@@ -77,7 +78,7 @@ def load_image(source) -> Image.Image:
             if width * height > MAX_PIXELS:
                 raise ImageTooLargeError(f"{width}x{height} pixels is over the {MAX_PIXELS:,}-pixel cap")
             if image.format not in SUPPORTED_FORMATS:
-                raise ImageError(f"unsupported image format {image.format}")
+                raise UnsupportedImageError(f"unsupported image format {image.format}")
             image.seek(0)  # an animated GIF or multi-page TIFF: the first frame
             image.load()
             image = ImageOps.exif_transpose(image)
@@ -85,7 +86,7 @@ def load_image(source) -> Image.Image:
             kind = next((name for name, magic in SIGNATURES.items() if data.startswith(magic)), None)
             if kind:
                 raise ImageError(f"truncated or corrupt {kind} image") from None
-            raise ImageError("not an image, or a format that cannot be read") from None
+            raise UnsupportedImageError("not an image, or a format that cannot be read") from None
         except SyntaxError as problem:  # PIL's word for a broken header
             raise ImageError(f"truncated or corrupt image ({problem})") from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -384,6 +385,6 @@ def place_in_frame(digit: np.ndarray) -> np.ndarray:
     centre_row = float((small.sum(axis=1) * np.arange(small.shape[0])).sum()) / total
     centre_column = float((small.sum(axis=0) * np.arange(small.shape[1])).sum()) / total
     top, left = round(CENTRE - centre_row), round(CENTRE - centre_column)
-    frame = np.zeros((SIZE + 2 * BOX, SIZE + 2 * BOX), dtype=np.float32)  # room for any shift; cropped below
+    frame = np.zeros((SIDE + 2 * BOX, SIDE + 2 * BOX), dtype=np.float32)  # room for any shift; cropped below
     frame[BOX + top : BOX + top + small.shape[0], BOX + left : BOX + left + small.shape[1]] = small
-    return np.ascontiguousarray(frame[BOX : BOX + SIZE, BOX : BOX + SIZE])
+    return np.ascontiguousarray(frame[BOX : BOX + SIDE, BOX : BOX + SIDE])

@@ -24,6 +24,7 @@ from .metrics import (
     reliability_bins,
     softmax,
 )
+from .pixels import IMAGE_SHAPE
 from .runs import MEMBERS_FOLDER, WEIGHTS_FILE, model_results, read_config, read_history, save_model, save_model_file
 
 MISTAKES_SHOWN = 24  # four rows of six: enough to see a pattern, few enough to read every one
@@ -113,7 +114,7 @@ def build_report(model, test, validation, out, history_rows=None) -> dict:
     figures = dict(FIGURES)
     plots.plot_confusion_matrix(confusion, names, out / figures["confusion_matrix"])
     wrong = most_confident_mistakes(test_after, labels, MISTAKES_SHOWN)
-    images = np.asarray(x_test).reshape(len(labels), 28, 28)
+    images = np.asarray(x_test).reshape(len(labels), *IMAGE_SHAPE)
     plots.plot_mistakes(images[wrong], labels[wrong], test_after[wrong].argmax(axis=1), test_after[wrong].max(axis=1),
                         names, out / figures["mistakes"])  # fmt: skip
     plots.plot_reliability(

@@ -11,7 +11,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .errors import ModelError
+from .errors import DataError, ModelError
 from .files import atomic_path, atomic_write
 from .models import Classifier, build_model, model_config_from_dict
 
@@ -130,14 +130,21 @@ def write_history(run_dir: str | Path, rows: list[dict]) -> None:
 
 
 def read_history(run_dir: str | Path) -> list[dict]:
-    path = Path(run_dir) / HISTORY_FILE
+    """A run's history.csv as a list of dicts of floats (empty cells None); [] before its first epoch ends."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise DataError(f"{run_dir} does not exist; is this a run folder?")
+    path = run_dir / HISTORY_FILE
     if not path.exists():
         return []
+    rows = []
     with open(path, newline="") as handle:
-        return [
-            {key: (float(value) if value not in ("", None) else None) for key, value in row.items()}
-            for row in csv.DictReader(handle)
-        ]
+        for line, row in enumerate(csv.DictReader(handle), start=2):
+            try:
+                rows.append({key: float(value) if value not in ("", None) else None for key, value in row.items()})
+            except ValueError as error:
+                raise DataError(f"{path}, line {line}: {error}") from None
+    return rows
 
 
 def save_checkpoint(run_dir: str | Path, tensors: dict[str, torch.Tensor], state: dict) -> None:

@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
-from .errors import DigitcnnError, ImageTooLargeError, NoDigitError
+from .errors import DigitcnnError, ImageTooLargeError, NoDigitError, UnsupportedImageError
 from .inference import load_model
 from .recognize import read_images
 from .runs import model_results
@@ -78,8 +78,7 @@ def status_for(failure: Exception | None) -> int:
         return 200
     if isinstance(failure, ImageTooLargeError):
         return 413
-    message = str(failure)
-    return 415 if message.startswith(("not an image", "unsupported")) else 422
+    return 415 if isinstance(failure, UnsupportedImageError) else 422
 
 
 def read_one(model, data: bytes, name: str | None, include_input: bool) -> tuple[dict, int]:

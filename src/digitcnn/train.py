@@ -14,7 +14,8 @@ from torch import nn
 
 from . import distributed
 from .errors import ModelError
-from .inference import as_labels, as_pixels, evaluate
+from .inference import as_labels, evaluate
+from .pixels import as_pixels
 from .runs import load_checkpoint, save_checkpoint, save_model, update_config, write_history
 
 
@@ -200,7 +201,7 @@ def fit(
     given = {"batch_size": batch_size, "epochs": epochs, "validation_split": validation_split, "seed": seed}
     given = {key: value for key, value in {**given, **overrides}.items() if value is not None}
     config = recipe(model.config.arch, **{**(dataclasses.asdict(config) if config else {}), **given})
-    images, labels = as_pixels_compact(x), as_labels(y)
+    images, labels = as_pixels(x, keep_uint8=True), as_labels(y)
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
     split_at = len(images) - int(len(images) * config.validation_split)
@@ -283,7 +284,7 @@ def train_epoch(network, average, optimizer, generator, images, labels, epoch, l
         for step, start in enumerate(range(0, len(shard), local_batch)):
             indices = shard[start : start + local_batch].to(images.device)
             batch_labels = labels[indices]
-            pixels = augment(to_float(images[indices]), config, generator)
+            pixels = augment(as_pixels(images[indices]), config, generator)
             learning_rate = learning_rate_at(epoch * steps_per_epoch + step, total_steps, config)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate
@@ -321,20 +322,6 @@ def autocast(device: torch.device, precision: str):
 
 def unwrap(network: nn.Module) -> nn.Module:
     return network.module if isinstance(network, nn.parallel.DistributedDataParallel) else network
-
-
-def as_pixels_compact(images) -> torch.Tensor:
-    """Keeps uint8 data as uint8 (4x less memory, converted per batch); floats as float32 (N, 1, 28, 28)."""
-    tensor = torch.as_tensor(images) if not isinstance(images, torch.Tensor) else images
-    if tensor.dtype == torch.uint8:
-        if tensor.dim() == 4 and tensor.shape[-1] == 1:
-            tensor = tensor.permute(0, 3, 1, 2)
-        return (tensor[:, None] if tensor.dim() == 3 else tensor).contiguous()
-    return as_pixels(tensor)
-
-
-def to_float(pixels: torch.Tensor) -> torch.Tensor:
-    return pixels.float().div_(255) if pixels.dtype == torch.uint8 else pixels
 
 
 @torch.no_grad()
