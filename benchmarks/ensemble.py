@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import machine, write_result
-from digitcnn.api import load_split
+from digitcnn.config import DataConfig, read_run_config, trained_on
 from digitcnn.inference import load_model, predict_logits
+from digitcnn.jobs import load_split
 from digitcnn.metrics import softmax
-from digitcnn.report import training_data_of, validation_slice, validation_split_of
-from digitcnn.runs import MEMBERS_FOLDER, read_config
+from digitcnn.report import validation_slice
+from digitcnn.runs import MEMBERS_FOLDER
 
 
 def member_folders(source: Path) -> list[Path]:
@@ -31,51 +32,50 @@ def member_folders(source: Path) -> list[Path]:
     combined from, or `source` itself."""
     if (source / MEMBERS_FOLDER).is_dir():
         return sorted((source / MEMBERS_FOLDER).iterdir(), key=lambda folder: int(folder.name))
-    sources = read_config(source).get("ensemble", {}).get("sources", [])
+    ensemble = read_run_config(source).ensemble
+    sources = (ensemble.sources if ensemble else None) or []
     return [folder for part in sources for folder in member_folders(Path(part))] or [source]
 
 
 def summarize(run: Path, candidates: tuple[Path, ...] = ()) -> dict:
-    config = read_config(run)
+    config = read_run_config(run)
     members = member_folders(run)
     if members == [run]:
         raise SystemExit(f"{run} is not an ensemble run folder")
-    member_configs = [read_config(folder) for folder in members]
-    splits = {validation_split_of(folder) for folder in members}
-    if len(splits) != 1:
+    member_configs = [read_run_config(folder) for folder in members]
+    data = trained_on(members[0])
+    if any(trained_on(folder) != data for folder in members):
         raise SystemExit(f"{run}: its members did not all hold out the same validation split")
-    split, limit = splits.pop()
-    trained_on = training_data_of(members[0]), (split, limit)
     for candidate in candidates:
-        if (training_data_of(candidate), validation_split_of(candidate)) != trained_on:
+        if trained_on(candidate) != data:
             raise SystemExit(f"{candidate} did not hold out the validation digits {run}'s members held out")
-    if candidates and not split:
+    if candidates and not data.validation_split:
         raise SystemExit(f"{run}: its members held out no validation digits to judge a candidate on")
-    results = config["results"]
+    results = config.results
     return {
         "benchmark": f"ensemble of {len(members)}",
         "run": str(run),
         "test_accuracy": results["test_accuracy"],
         "test_error": round(1 - results["test_accuracy"], 6),
         # Members trained on the whole training set (--validation-split 0) leave no digit to judge them on.
-        **(validation_figures(run, split, limit, candidates) if split else {"validation_examples": 0}),
+        **(validation_figures(run, data, candidates) if data.validation_split else {"validation_examples": 0}),
         "members": [str(folder) for folder in members],
-        "member_archs": [member["model"]["arch"] for member in member_configs],
-        "member_seeds": [member["train"]["seed"] for member in member_configs],
-        "member_epochs": [member["train"]["epochs"] for member in member_configs],
-        "member_precisions": [member["train"].get("precision", "float32") for member in member_configs],
-        "member_test_accuracies": [member["results"]["test_accuracy"] for member in member_configs],
-        "member_train_seconds": [member["results"]["train_seconds"] for member in member_configs],
-        "train_seconds": round(sum(member["results"]["train_seconds"] for member in member_configs), 2),
+        "member_archs": [member.model.arch for member in member_configs],
+        "member_seeds": [member.train.seed for member in member_configs],
+        "member_epochs": [member.train.epochs for member in member_configs],
+        "member_precisions": [member.train.precision for member in member_configs],
+        "member_test_accuracies": [member.results["test_accuracy"] for member in member_configs],
+        "member_train_seconds": [member.results["train_seconds"] for member in member_configs],
+        "train_seconds": round(sum(member.results["train_seconds"] for member in member_configs), 2),
         **machine(),
     }
 
 
-def validation_figures(run: Path, split: float, limit: int | None, candidates: tuple[Path, ...] = ()) -> dict:
-    """The ensemble's and each member's mistakes on the validation split all members held out, and each
+def validation_figures(run: Path, data: DataConfig, candidates: tuple[Path, ...] = ()) -> dict:
+    """The ensemble's and each member's mistakes on the validation split all members held out (`data`), and each
     candidate's against them."""
-    (x_train, y_train), _ = load_split(*training_data_of(run), limit)
-    x_validation, y_validation = validation_slice(x_train, y_train, split)
+    (x_train, y_train), _ = load_split(data)
+    x_validation, y_validation = validation_slice(x_train, y_train, data.validation_split)
     # At temperature 1, as Ensemble.forward averages them: a member's own fitted temperature is not the ensemble's.
     ensemble = load_model(run)
     probabilities = np.stack([softmax(predict_logits(member, x_validation)) for member in ensemble.members])

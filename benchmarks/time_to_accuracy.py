@@ -18,9 +18,11 @@ import torch
 
 from benchmarks.common import machine, write_result
 from digitcnn import build_model, evaluate, fit, load_data
-from digitcnn.train import recipe
+from digitcnn.config import recipe
 
 TARGETS = (0.9940, 0.9950)  # the tutorial's 99.39%, rounded up, and the second goal
+# The benchmark measures the recipe as shipped, trained on all 60,000 images: nothing is held out.
+VALIDATION_SPLIT = 0.0
 
 
 def one_run(arch: str, epochs: int | None, seed: int, limit: int | None) -> dict:
@@ -30,8 +32,7 @@ def one_run(arch: str, epochs: int | None, seed: int, limit: int | None) -> dict
         x_train, y_train, x_test, y_test = x_train[:limit], y_train[:limit], x_test[:limit], y_test[:limit]
     torch.manual_seed(seed)
     model = build_model(arch)
-    # validation_split=0: the benchmark measures the recipe as shipped, trained on all 60,000 images.
-    fit(model, x_train, y_train, epochs=epochs, validation_split=0.0, seed=seed, verbose=False)
+    fit(model, x_train, y_train, epochs=epochs, validation_split=VALIDATION_SPLIT, seed=seed, verbose=False)
     seconds = time.perf_counter() - started
     accuracy = evaluate(model, x_test, y_test).accuracy
     return {"seed": seed, "seconds": round(seconds, 1), "test_accuracy": round(accuracy, 4)}
@@ -76,6 +77,7 @@ def main() -> None:
         "benchmark": "time to accuracy",
         "arch": arguments.arch,
         "recipe": {key: value for key, value in vars(recipe(arguments.arch)).items() if key != "epochs"},
+        "validation_split": VALIDATION_SPLIT,
         "seeds": seeds,
         "train_examples": 60000 if limit is None else limit,
         "budgets": rows,

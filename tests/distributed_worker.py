@@ -7,14 +7,14 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-import digitcnn.api
+import digitcnn.jobs
 import digitcnn.train
 from digitcnn import distributed
 from digitcnn.cli import main
 
 out = Path(sys.argv[sys.argv.index("--out") + 1])
 drawn: list[list[int]] = []
-real_shard_indices, real_fit = digitcnn.train.shard_indices, digitcnn.api.fit
+real_shard_indices, real_fit = digitcnn.train.shard_indices, digitcnn.jobs.fit
 
 
 def recording_shard_indices(permutation, rank, world_size):
@@ -33,5 +33,5 @@ def recording_fit(model, *args, **kwargs):
 
 
 digitcnn.train.shard_indices = recording_shard_indices
-digitcnn.api.fit = recording_fit
+digitcnn.jobs.fit = recording_fit
 sys.exit(main(sys.argv[1:]))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from digitcnn.runs import read_config, read_history
+from digitcnn.runs import read_history
 from tests.conftest import run_cli
 
 
@@ -18,12 +18,13 @@ def test_train_through_the_cli_writes_a_complete_run_folder(small_run):
     assert {"config.json", "history.csv", "model.safetensors", "predictions.png", "checkpoint.safetensors"} <= {
         path.name for path in out.iterdir()
     }
-    config = read_config(out)
+    config = json.loads((out / "config.json").read_text())
     assert config["model"]["arch"] == "fast" and config["train"]["epochs"] == 2
     assert config["data"] == {
         "dataset": "mnist",
         "path": None,
         "limit": 8000,
+        "validation_split": 0.1,
         "train_examples": 8000,
         "test_examples": 8000,
     }

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from digitcnn.inference import evaluate, load_model
-from digitcnn.runs import read_config, read_history
+from digitcnn.runs import read_history
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
 
@@ -35,7 +35,7 @@ def test_two_processes_train_one_model_on_disjoint_shards(tmp_path, mnist):
         assert sorted(seen) == list(range(training_examples))  # every example exactly once
     assert shards[0][0] != shards[0][1]  # and a new order each epoch
 
-    config = read_config(out)
+    config = json.loads((out / "config.json").read_text())
     assert config["distributed"]["world_size"] == 2
     assert config["distributed"]["effective_batch_size"] == 64
     assert config["distributed"]["batch_size_per_process"] == 32

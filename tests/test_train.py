@@ -9,11 +9,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from digitcnn.config import recipe
 from digitcnn.data import to_categorical
 from digitcnn.inference import evaluate, load_model, predict
 from digitcnn.models import build_model
 from digitcnn.runs import CHECKPOINT_FILE, WEIGHTS_FILE, load_checkpoint, read_history, save_model
-from digitcnn.train import fit, learning_rate_at, recipe
+from digitcnn.train import fit, learning_rate_at
 from tests.conftest import run_cli
 
 

@@ -3,20 +3,23 @@
     from digitcnn import load_data, to_categorical, build_model, fit, evaluate, predict
 """
 
+from .config import DataConfig, RunConfig, TrainConfig
 from .data import class_names, load_data, to_categorical
 from .errors import DataError, DigitcnnError, ImageError, ModelError, NoDigitError
 from .inference import evaluate, load_model, predict
 from .models import build_model, count_parameters
 from .runs import save_model
-from .train import TrainConfig, fit
+from .train import fit
 
 __version__ = "0.1.0"
 __all__ = [
+    "DataConfig",
     "DataError",
     "DigitcnnError",
     "ImageError",
     "ModelError",
     "NoDigitError",
+    "RunConfig",
     "TrainConfig",
     "build_model",
     "class_names",

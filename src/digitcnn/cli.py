@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 from . import distributed
+from .config import DataConfig, TrainConfig, choices, parse_knob, recipe_defaults
 from .errors import DigitcnnError
-from .train import CHOICES, RECIPES, TrainConfig
 
 EXIT_USER_ERROR = 2
 
@@ -23,11 +23,36 @@ def positive_int(text: str) -> int:
     return value
 
 
-def fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), not {value}")
-    return value
+def knob_type(config_class: type, name: str):
+    """argparse's type for a config field: the config's own conversion and check, reported by the parser."""
+
+    def parse(text: str):
+        try:
+            return parse_knob(config_class, name, text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    parse.__name__ = name
+    return parse
+
+
+def add_knob(parser: argparse.ArgumentParser, config_class: type, name: str, default: str | None) -> None:
+    """--NAME for a config field; left out, the attribute is absent and the config's (or recipe's) default holds."""
+    field = next(field for field in dataclasses.fields(config_class) if field.name == name)
+    shown = "" if default is None else f" (default: {default})"
+    parser.add_argument(
+        f"--{name.replace('_', '-')}",
+        type=knob_type(config_class, name),
+        default=argparse.SUPPRESS,
+        choices=choices(config_class, name),
+        help=field.metadata["help"] + shown,
+    )
+
+
+def given_knobs(arguments, config_class: type) -> dict:
+    """The config fields given on the command line."""
+    names = [field.name for field in dataclasses.fields(config_class)]
+    return {name: getattr(arguments, name) for name in names if hasattr(arguments, name)}
 
 
 def add_model_argument(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +61,9 @@ def add_model_argument(parser: argparse.ArgumentParser) -> None:
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--dataset", choices=("mnist", "fashion-mnist"), help="a built-in data set (default: mnist)")
+    source.add_argument(
+        "--dataset", choices=choices(DataConfig, "dataset"), help=f"a built-in data set (default: {DataConfig.dataset})"
+    )
     source.add_argument(
         "--data", metavar="PATH", help="your own data: an .npz with keras' keys or a folder of IDX files"
     )
@@ -46,15 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="digitcnn", description="Handwritten-digit recognition on PyTorch.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     formatter = argparse.ArgumentDefaultsHelpFormatter
-    recipes = "\n".join(
-        f"  {arch}: {values or 'the tutorial recipe (the defaults above)'}" for arch, values in RECIPES.items()
-    )
 
     train = commands.add_parser(
         "train",
         help="train a model into a run folder",
         formatter_class=formatter,
-        epilog=f"Each architecture's recipe sets the defaults it differs in:\n{recipes}",
+        epilog="Training options left out take the architecture's recipe: the defaults shown per architecture.",
     )
     from .models import ACTIVATIONS, ARCHITECTURES
 
@@ -71,17 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", help="force a device (cpu, cuda, cuda:1, mps); default: the best available")
     train.add_argument("--activation", choices=ACTIVATIONS, default="relu", help="activation after each layer")
     for field in dataclasses.fields(TrainConfig):
-        kind = {"epochs": positive_int, "batch_size": positive_int, "validation_split": fraction}.get(
-            field.name, field.type
-        )
-        train.add_argument(
-            f"--{field.name.replace('_', '-')}",
-            type=kind,
-            choices=CHOICES.get(field.name),
-            default=None,
-            help=f"{field.metadata['help']} (recipe default)",
-        )
-    train.add_argument("--limit", type=positive_int, help="use only the first N training and N test images")
+        add_knob(train, TrainConfig, field.name, recipe_defaults(field.name))
+    add_knob(train, DataConfig, "validation_split", str(DataConfig.validation_split))
+    add_knob(train, DataConfig, "limit", None)
     add_data_arguments(train)
     train.add_argument("--out", metavar="DIR", help="run folder (default: runs/ARCH-TIMESTAMP)")
     train.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
@@ -165,21 +181,25 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_train(arguments) -> int:
-    from .api import train_ensemble, train_run
+    from .ensemble import train_ensemble
+    from .jobs import train_run
 
-    overrides = {field.name: getattr(arguments, field.name) for field in dataclasses.fields(TrainConfig)}
-    options = {"activation": arguments.activation, "dataset": arguments.dataset, "data_path": arguments.data,
-               "limit": arguments.limit, "device": arguments.device, **overrides}  # fmt: skip
+    overrides = given_knobs(arguments, TrainConfig)
+    data_options = {"dataset": arguments.dataset, "path": arguments.data, **given_knobs(arguments, DataConfig)}
+    data_options = {key: value for key, value in data_options.items() if value is not None}
+    # Left out entirely, --resume can tell that no data option was given.
+    data = DataConfig(**data_options) if data_options else None
+    options = {"activation": arguments.activation, "device": arguments.device, **overrides}
     out = arguments.out or f"runs/{'-'.join(arguments.arch)}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     verbose = not arguments.quiet
     if arguments.ensemble:
         options = {key: value for key, value in options.items() if value is not None and key != "seed"}
-        result = train_ensemble(out, arguments.ensemble, arguments.arch, seed=arguments.seed,
+        result = train_ensemble(out, arguments.ensemble, arguments.arch, data=data, seed=overrides.get("seed"),
                                 resume=arguments.resume, verbose=verbose, **options)  # fmt: skip
     elif len(arguments.arch) > 1:
         raise DigitcnnError("several architectures make sense only with --ensemble N")
     else:
-        result = train_run(out, arch=arguments.arch[0], resume=arguments.resume, verbose=verbose, **options)
+        result = train_run(out, arch=arguments.arch[0], data=data, resume=arguments.resume, verbose=verbose, **options)
     if distributed.is_main():
         if "member_test_accuracies" in result:
             members = ", ".join(f"{accuracy:.4f}" for accuracy in result["member_test_accuracies"])
@@ -190,7 +210,7 @@ def run_train(arguments) -> int:
 
 
 def run_ensemble(arguments) -> int:
-    from .api import combine_ensemble
+    from .ensemble import combine_ensemble
 
     result = combine_ensemble(arguments.out, arguments.models)
     if result.get("validation_accuracy") is not None:
@@ -201,22 +221,23 @@ def run_ensemble(arguments) -> int:
 
 
 def run_evaluate(arguments) -> int:
-    from .api import load_split
+    from .config import trained_on
     from .inference import evaluate, load_model
-    from .report import training_data_of
+    from .jobs import load_split
 
     model = load_model(arguments.model)
-    trained_dataset, trained_path = training_data_of(arguments.model)
-    dataset, data_path = arguments.dataset, arguments.data
-    if dataset is None and data_path is None:  # by default, the test set of the data the model was trained on
-        dataset, data_path = trained_dataset or model.config.dataset, trained_path
-    (x_train, y_train), (x_test, y_test) = load_split(dataset, data_path)
+    trained = trained_on(arguments.model, model.config)
+    if arguments.dataset is None and arguments.data is None:  # by default, all the test set the model's data has
+        data = DataConfig(dataset=trained.dataset, path=trained.path)
+    else:
+        data = DataConfig(dataset=arguments.dataset or DataConfig.dataset, path=arguments.data)
+    (x_train, y_train), (x_test, y_test) = load_split(data)
     if arguments.report:
-        if data_path is not None:
-            same_data = trained_path is not None and Path(data_path).resolve() == Path(trained_path).resolve()
+        if data.path is not None:
+            same_data = trained.path is not None and Path(data.path).resolve() == Path(trained.path).resolve()
         else:
-            same_data = trained_path is None and dataset == (trained_dataset or model.config.dataset)
-        return write_report(arguments, model, (x_train, y_train), (x_test, y_test), same_data)
+            same_data = trained.path is None and data.dataset == trained.dataset
+        return write_report(arguments, model, trained, (x_train, y_train), (x_test, y_test), same_data)
     loss, accuracy = evaluate(model, x_test, y_test)
     if arguments.json:
         print(json.dumps({"test_loss": loss, "test_accuracy": accuracy, "examples": len(y_test)}))
@@ -225,10 +246,10 @@ def run_evaluate(arguments) -> int:
     return 0
 
 
-def write_report(arguments, model, train, test, same_data: bool) -> int:
+def write_report(arguments, model, trained: DataConfig, train, test, same_data: bool) -> int:
     from . import report
 
-    split, limit = report.validation_split_of(arguments.model)
+    split, limit = trained.validation_split, trained.limit
     x_train, y_train = (train[0][:limit], train[1][:limit]) if limit else train
     # The validation split is the model's own only on the data it was trained on; elsewhere none is fitted.
     validation = report.validation_slice(x_train, y_train, split) if same_data and split > 0 else None
@@ -292,12 +313,12 @@ def describe(reading) -> str:
 
 
 def run_show(arguments) -> int:
-    from .api import load_split
     from .inference import load_model, predict
+    from .jobs import load_split
     from .plots import plot_predictions
 
     model = load_model(arguments.model)
-    _, (x_test, y_test) = load_split(arguments.dataset or model.config.dataset, arguments.data)
+    _, (x_test, y_test) = load_split(DataConfig(dataset=arguments.dataset or model.config.dataset, path=arguments.data))
     started = time.perf_counter()
     predicted = predict(model, x_test[:10]).argmax(axis=1)
     plot_predictions(x_test[:10], y_test[:10], predicted, arguments.out, class_names=model.config.class_names)
@@ -306,12 +327,12 @@ def run_show(arguments) -> int:
 
 
 def run_export(arguments) -> int:
-    from .api import load_split
     from .inference import load_model
+    from .jobs import load_split
     from .onnx_model import VALIDATION_DIGITS, export_onnx  # it names the package to install if onnx is missing
 
     model = load_model(arguments.model)
-    _, (x_test, _) = load_split(arguments.dataset or model.config.dataset, arguments.data)
+    _, (x_test, _) = load_split(DataConfig(dataset=arguments.dataset or model.config.dataset, path=arguments.data))
     report = export_onnx(model, arguments.out, images=x_test[:VALIDATION_DIGITS])
     if arguments.json:
         print(json.dumps(report))

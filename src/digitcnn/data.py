@@ -13,6 +13,7 @@ import pickle
 import subprocess
 import sys
 import tempfile
+import typing
 import zipfile
 from pathlib import Path
 
@@ -22,7 +23,8 @@ from .errors import DataError
 from .files import atomic_path
 from .pixels import IMAGE_SHAPE, SIDE
 
-DATASETS = ("mnist", "fashion-mnist")
+Dataset = typing.Literal["mnist", "fashion-mnist"]  # the built-in data sets
+DATASETS = typing.get_args(Dataset)
 CLASS_NAMES = {
     "mnist": [str(digit) for digit in range(10)],
     "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",

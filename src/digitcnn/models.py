@@ -62,7 +62,9 @@ class Classifier(nn.Module):
 
 class Ensemble(nn.Module):
     """Trained models answering as one with the mean of their probabilities. Its "logits" are the log of that
-    mean, so softmax gives it back and predict, evaluate, export and serve treat it as any other model."""
+    mean, so softmax gives it back and predict, evaluate, export and serve treat it as any other model. It lives with
+    the architectures because loading any model builds it by name; ensemble.py makes one from trained models and
+    holds the ensemble jobs."""
 
     def __init__(self, config: ModelConfig, members: list[nn.Module]):
         super().__init__()
@@ -74,15 +76,6 @@ class Ensemble(nn.Module):
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         probabilities = torch.stack([F.softmax(member(pixels), dim=1) for member in self.members]).mean(dim=0)
         return probabilities.clamp_min(1e-12).log()
-
-
-def ensemble_of(models: list[Classifier]) -> Ensemble:
-    first = models[0].config
-    members = [dataclasses.asdict(model.config) for model in models]
-    shared = {name: getattr(first, name) for name in ("activation", "num_classes", "class_names", "dataset")}
-    config = ModelConfig(arch="ensemble", members=members, input_mean=first.input_mean, input_std=first.input_std,
-                         **shared)  # fmt: skip
-    return Ensemble(config, models)
 
 
 def build_model(arch: str = "fast", activation: str = "relu", num_classes: int = 10, **config) -> Classifier:
@@ -99,7 +92,7 @@ def build_model(arch: str = "fast", activation: str = "relu", num_classes: int =
         model = Ensemble(model_config, members)
     else:
         model = Classifier(model_config, ARCHITECTURES[arch](model_config))
-    # oneDNN's preferred layout: `fast` trains 2.0x faster on 2 CPU cores (benchmarks.levers); logits are unchanged.
+    # oneDNN's preferred layout, faster on CPUs (benchmarks.levers measures it); the logits are unchanged.
     return model.to(memory_format=torch.channels_last)
 
 
@@ -119,9 +112,9 @@ def activation_layer(config: ModelConfig) -> nn.Module:
 
 
 class ByteDropout(nn.Module):
-    """Dropout whose mask comes from random bytes: one 64-bit draw gives eight, so generating the mask is about
-    4x cheaper than nn.Dropout's bernoulli_, which took 17% of each seed-network step on our CPUs. The
-    same distribution for any rate that is a multiple of 1/256 (0.25 and 0.5 are)."""
+    """Dropout whose mask comes from random bytes: one 64-bit draw gives eight, so generating the mask costs less
+    than nn.Dropout's bernoulli_ (benchmarks.levers measures both). The same distribution for any rate that is a
+    multiple of 1/256 (0.25 and 0.5 are)."""
 
     def __init__(self, rate: float):
         super().__init__()
@@ -208,9 +201,8 @@ def best_network(config: ModelConfig) -> nn.Module:
 @register("deep")
 def deep_network(config: ModelConfig) -> nn.Module:
     """Two convolutions at every scale, the first pair at full 28x28 resolution before any pooling, and a global
-    average over the last 7x7 instead of `best`'s flattened 3x3: 29 MFLOP per image, 1.4x `best`'s training time.
-    Built as an ensemble member unlike `best`; as accurate on the validation split (99.73% at seed 5), but its
-    mistakes there were mostly `best`'s own (README, ensembles)."""
+    average over the last 7x7 instead of `best`'s flattened 3x3: 29 MFLOP per image. Built as an ensemble member
+    unlike `best` (benchmarks/README.md has how it did)."""
     return nn.Sequential(
         *conv_block(1, 32, config), *conv_block(32, 32, config),  # 28x28
         nn.MaxPool2d(2),  # 14x14
@@ -229,9 +221,8 @@ def unpooled_network(config: ModelConfig) -> nn.Module:
     """Ten unpadded 3x3 convolutions, widening by 8 channels each, and no pooling: every layer sees the whole
     digit at full detail and the last 8x8 map keeps where each feature is. The shape of the 3x3 no-pooling
     members of An et al. (2020, "up to 99.87%" test accuracy for a vote of three), at half their width: 43 MFLOP
-    per image, 2x `best`'s, and 2.2x its training time. Built to make mistakes other than `best`'s and `deep`'s,
-    it does not: 16 validation mistakes after 40 epochs at seed 30, 12 of them the 40-epoch ensemble's own
-    (README, ensembles)."""
+    per image, 2x `best`'s. Built to make mistakes other than `best`'s and `deep`'s (benchmarks/README.md has
+    whether it does)."""
     widths = [16, 24, 32, 40, 48, 56, 64, 72, 80, 88]
     layers, channels = [], 1
     for width in widths:  # 28x28 -> 26x26 -> ... -> 8x8

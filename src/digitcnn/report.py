@@ -25,51 +25,16 @@ from .metrics import (
     softmax,
 )
 from .pixels import IMAGE_SHAPE
-from .runs import MEMBERS_FOLDER, WEIGHTS_FILE, model_results, read_config, read_history, save_model, save_model_file
+from .runs import WEIGHTS_FILE, model_results, read_history, save_model, save_model_file
 
 MISTAKES_SHOWN = 24  # four rows of six: enough to see a pattern, few enough to read every one
 CALIBRATION_BINS = 15  # Guo et al.'s choice; the report and the tests use the same bins
-DEFAULT_VALIDATION_SPLIT = 0.1  # what every recipe holds out unless told otherwise (the shipped model too)
 FIGURES = {
     "confusion_matrix": "confusion_matrix.png",
     "mistakes": "mistakes.png",
     "reliability": "reliability.png",
     "history": "history.png",
 }
-
-
-def training_data_of(source) -> tuple[str | None, str | None]:
-    """(dataset, path) a run folder was trained on: evaluating it on the same data needs neither flag; for a
-    lone model file, (None, None), and its config's dataset applies."""
-    if source is None or not Path(source).is_dir():
-        return None, None
-    config = read_config(source)
-    data = config.get("data") or {}
-    if not data and config.get("ensemble"):
-        options = config["ensemble"].get("options", {})
-        return options.get("dataset"), options.get("data_path")
-    return data.get("dataset"), data.get("path")
-
-
-def validation_split_of(source) -> tuple[float, int | None]:
-    """The validation fraction and the training-set limit a model was trained with, from its run folder (0.0:
-    no digits held out from all of it); a lone model file (the shipped one included) was trained with the
-    default split on the full training set."""
-    if source is None or not Path(source).is_dir():
-        return DEFAULT_VALIDATION_SPLIT, None
-    config = read_config(source)
-    data = config.get("data") or {}
-    limit = data.get("limit")
-    if "validation_split" in data:  # an ensemble combined from runs that held out the same split
-        return float(data["validation_split"]), limit
-    if "train" in config:
-        return float(config["train"]["validation_split"]), limit
-    ensemble = config.get("ensemble") or {}
-    if "sources" in ensemble:  # combined from runs that held out different digits: none is unseen by all members
-        return 0.0, limit
-    if ensemble and (Path(source) / MEMBERS_FOLDER / "0").is_dir():  # trained together: the first member's recipe
-        return validation_split_of(Path(source) / MEMBERS_FOLDER / "0")
-    return DEFAULT_VALIDATION_SPLIT, limit
 
 
 def validation_slice(x_train, y_train, split: float):

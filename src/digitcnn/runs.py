@@ -11,11 +11,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .config import read_run_config, update_run_config
 from .errors import DataError, ModelError
 from .files import atomic_path, atomic_write
 from .models import Classifier, build_model, model_config_from_dict
 
-CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.csv"
 WEIGHTS_FILE = "model.safetensors"
 CHECKPOINT_FILE = "checkpoint.safetensors"
@@ -23,35 +23,12 @@ MEMBERS_FOLDER = "members"  # an ensemble trained together: members/0, members/1
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")
 
 
-def read_config(run_dir: str | Path) -> dict:
-    path = Path(run_dir) / CONFIG_FILE
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ModelError(f"{run_dir} is not a digitcnn run folder: {CONFIG_FILE} is missing") from None
-    except (OSError, json.JSONDecodeError) as error:
-        raise ModelError(f"{path} is unreadable: {error}") from None
-
-
-def write_config(run_dir: str | Path, config: dict) -> None:
-    atomic_write(Path(run_dir) / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
-
-
-def update_config(run_dir: str | Path, **sections) -> dict:
-    """Merges top-level sections into config.json (creating it) and writes it back atomically."""
-    path = Path(run_dir) / CONFIG_FILE
-    config = read_config(run_dir) if path.exists() else {}
-    config.update(sections)
-    write_config(run_dir, config)
-    return config
-
-
 def save_model(model: Classifier, run_dir: str | Path) -> Path:
     """Writes model.safetensors (the model config also in its metadata, so the file alone rebuilds the
     model) and the "model" section of config.json."""
     run_dir = Path(run_dir)
     path = save_model_file(model, run_dir / WEIGHTS_FILE)
-    update_config(run_dir, model=dataclasses.asdict(model.config))
+    update_run_config(run_dir, model=model.config)
     return path
 
 
@@ -71,7 +48,7 @@ def model_results(source: str | Path) -> dict | None:
     """The results (test accuracy, ...) recorded for a run folder or a self-describing model file."""
     source = Path(source)
     if source.is_dir():
-        return read_config(source).get("results")
+        return read_run_config(source).results
     if source.suffix != ".safetensors":
         return None
     _, metadata = load_weights_file(source)
@@ -105,11 +82,11 @@ def model_from_weights(state: dict[str, torch.Tensor], model_config: dict, sourc
 
 def load_run_model(run_dir: str | Path) -> Classifier:
     run_dir = Path(run_dir)
-    config = read_config(run_dir)
-    if "model" not in config:
-        raise ModelError(f"{run_dir / CONFIG_FILE} has no model section: the run has not finished an epoch")
+    run = read_run_config(run_dir)
+    if run.model is None or not (run_dir / WEIGHTS_FILE).exists():
+        raise ModelError(f"{run_dir} holds no model yet: the run has not finished an epoch")
     state, _ = load_weights_file(run_dir / WEIGHTS_FILE)
-    return model_from_weights(state, config["model"], str(run_dir))
+    return model_from_weights(state, dataclasses.asdict(run.model), str(run_dir))
 
 
 def load_model_file(path: str | Path) -> Classifier:

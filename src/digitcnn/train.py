@@ -13,73 +13,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import distributed
+from .config import DataConfig, DistributedFacts, TrainConfig, recipe, update_run_config
 from .errors import ModelError
 from .inference import as_labels, evaluate
 from .pixels import as_pixels
-from .runs import load_checkpoint, save_checkpoint, save_model, update_config, write_history
-
-
-def knob(default, help: str):
-    """A config field whose help text (unit, reason) is also the command line's --help."""
-    return dataclasses.field(default=default, metadata={"help": help})
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """Every training knob in one place. Defaults are the tutorial's recipe; RECIPES holds each
-    architecture's tuned values, chosen on the validation split only."""
-
-    epochs: int = knob(20, "passes over the training set")
-    batch_size: int = knob(128, "examples per optimizer step (the global batch under torchrun)")
-    validation_split: float = knob(0.1, "last fraction of the training set held out, as Keras does")
-    optimizer: str = knob("adam", "adam, or sgd (Nesterov momentum)")
-    learning_rate: float = knob(1e-3, "peak learning rate")
-    momentum: float = knob(0.9, "SGD momentum")
-    weight_decay: float = knob(0.0, "on conv and linear weights: decoupled for adam, L2 for sgd")
-    schedule: str = knob("constant", "constant, or onecycle: linear warm-up then linear decay to zero")
-    warmup_fraction: float = knob(0.2, "fraction of all steps spent warming up (onecycle)")
-    label_smoothing: float = knob(0.0, "probability mass spread over the other classes")
-    translate: float = knob(0.0, "augmentation: random shift up to this many pixels each way")
-    rotate: float = knob(0.0, "augmentation: random rotation up to this many degrees each way")
-    scale: float = knob(0.0, "augmentation: random zoom up to this fraction each way")
-    stroke: float = knob(0.0, "augmentation: random stroke thickening or thinning, up to this fraction of 1 px")
-    ema_decay: float = knob(0.0, "per-step moving average of the weights, used as the result; 0 is off")
-    precision: str = knob("float32", "float32, or bfloat16: the training forward pass under autocast (best trains "
-                          "1.6x faster on a CPU with native bfloat16, benchmarks.levers; others emulate it)")
-    seed: int = knob(0, "seeds the weights, data order, augmentation and dropout")
-
-
-# The accurate recipe: augmentation (shift, rotation, zoom, stroke width), a long one-cycle schedule and EMA.
-AUGMENTED = dict(
-    epochs=15, batch_size=256, optimizer="sgd", learning_rate=0.2, weight_decay=5e-4, schedule="onecycle",
-    label_smoothing=0.1, translate=2.0, rotate=10.0, scale=0.1, stroke=0.5, ema_decay=0.999,
-)  # fmt: skip
-PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-CHOICES = {"optimizer": ("adam", "sgd"), "schedule": ("constant", "onecycle"), "precision": tuple(PRECISIONS)}
-RECIPES: dict[str, dict] = {
-    "seed": {},
-    "fast": dict(
-        epochs=3, batch_size=256, optimizer="sgd", learning_rate=0.2, weight_decay=5e-4, schedule="onecycle",
-        label_smoothing=0.1, translate=1.0,
-    ),
-    "best": AUGMENTED,
-    "deep": AUGMENTED,  # best's recipe as it was, untuned: 99.73% validation accuracy at seed 5
-    "unpooled": AUGMENTED,  # best's recipe, untuned
-}  # fmt: skip
-
-
-def recipe(arch: str, **overrides) -> TrainConfig:
-    """The architecture's tuned recipe with `overrides` (None values ignored) applied on top."""
-    values = {**RECIPES.get(arch, {}), **{key: value for key, value in overrides.items() if value is not None}}
-    config = TrainConfig(**values)
-    if not 0.0 <= config.validation_split < 1.0:
-        raise ValueError(f"validation_split must be in [0, 1), not {config.validation_split}")
-    if config.epochs < 1 or config.batch_size < 1:
-        raise ValueError("epochs and batch_size must be at least 1")
-    for name, allowed in CHOICES.items():
-        if getattr(config, name) not in allowed:
-            raise ValueError(f"unknown {name} {getattr(config, name)!r}; choose one of {', '.join(allowed)}")
-    return config
+from .runs import WEIGHTS_FILE, load_checkpoint, save_checkpoint, save_model_file, write_history
 
 
 @dataclasses.dataclass
@@ -187,6 +125,7 @@ def fit(
     *,
     seed: int | None = None,
     config: TrainConfig | None = None,
+    data: DataConfig | None = None,
     run_dir: str | Path | None = None,
     resume: bool = False,
     verbose: bool = True,
@@ -195,16 +134,20 @@ def fit(
 ) -> History:
     """Trains `model` in place on images `x` (uint8 or [0, 1] floats) and labels `y` (indices or one-hot).
 
-    Knobs not given come from the architecture's recipe (`RECIPES`). With `run_dir`, every epoch writes a
-    checkpoint, history.csv and model.safetensors there; `resume=True` continues from the checkpoint.
-    Under torchrun each process trains on its own shard of every epoch (DistributedDataParallel)."""
-    given = {"batch_size": batch_size, "epochs": epochs, "validation_split": validation_split, "seed": seed}
-    given = {key: value for key, value in {**given, **overrides}.items() if value is not None}
+    Knobs not given come from the architecture's recipe (`RECIPES`); the validation split from `data` (what x and
+    y are, recorded in the run folder), else DataConfig's. With `run_dir`, the run's config is written there
+    first, and every epoch a checkpoint, history.csv and model.safetensors; `resume=True` continues from the
+    checkpoint. Under torchrun each process trains on its own shard of every epoch (DistributedDataParallel)."""
+    given = {"batch_size": batch_size, "epochs": epochs, "seed": seed, **overrides}
+    given = {key: value for key, value in given.items() if value is not None}
     config = recipe(model.config.arch, **{**(dataclasses.asdict(config) if config else {}), **given})
+    data = data or DataConfig(dataset=model.config.dataset)  # fit alone knows only the model's data set
+    if validation_split is not None:
+        data = dataclasses.replace(data, validation_split=validation_split)
     images, labels = as_pixels(x, keep_uint8=True), as_labels(y)
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
-    split_at = len(images) - int(len(images) * config.validation_split)
+    split_at = len(images) - int(len(images) * data.validation_split)
     if split_at < 1:
         raise ValueError("validation_split leaves no training examples")
     target = distributed.select_device(device)
@@ -218,24 +161,21 @@ def fit(
     average = copy.deepcopy(model).eval() if config.ema_decay else None
     optimizer = make_optimizer(model, config)
     local_batch = max(1, config.batch_size // world_size)
+    # What a checkpoint must be resumed with: the recipe and the held-out split, flat, as checkpoints have held it.
+    settings = {**dataclasses.asdict(config), "validation_split": data.validation_split}
     rows: list[dict] = []
     start_epoch, elapsed_before = 0, 0.0
     if resume:
         tensors, state = load_checkpoint(run_dir)
-        if state["config"] != dataclasses.asdict(config):
+        if state["config"] != settings:
             raise ModelError(f"the checkpoint in {run_dir} was made with another configuration; resume with no options")
         restore_checkpoint(tensors, model, average, optimizer, generator, state["param_groups"])
         start_epoch, rows, elapsed_before = state["epoch"], state["history"], state["seconds"]
         if distributed.is_main():
             print(f"resuming {run_dir} after epoch {start_epoch}/{config.epochs}", file=sys.stderr)
     if run_dir is not None and distributed.is_main():
-        effective = {
-            "world_size": world_size,
-            "batch_size_per_process": local_batch,
-            "effective_batch_size": local_batch * world_size,
-            "peak_learning_rate": config.learning_rate,
-        }
-        update_config(run_dir, train=dataclasses.asdict(config), distributed=effective, device=str(target))
+        spread = DistributedFacts(world_size, local_batch, local_batch * world_size, config.learning_rate)
+        update_run_config(run_dir, data=data, train=config, model=model.config, distributed=spread, device=str(target))
 
     network = distributed.wrap(model)
     started = time.perf_counter()
@@ -250,9 +190,9 @@ def fit(
         if verbose and distributed.is_main():
             print(format_epoch(row, config.epochs), file=sys.stderr, flush=True)
         if run_dir is not None and distributed.is_main():
-            save_model(average or model, run_dir)
+            save_model_file(average or model, Path(run_dir) / WEIGHTS_FILE)
             write_history(run_dir, rows)
-            state = {"epoch": epoch + 1, "config": dataclasses.asdict(config), "history": rows,
+            state = {"epoch": epoch + 1, "config": settings, "history": rows,
                      "param_groups": optimizer.state_dict()["param_groups"],
                      "seconds": elapsed_before + time.perf_counter() - started}  # fmt: skip
             save_checkpoint(run_dir, checkpoint_tensors(model, average, optimizer, generator), state)
@@ -316,7 +256,7 @@ def train_epoch(network, average, optimizer, generator, images, labels, epoch, l
 def autocast(device: torch.device, precision: str):
     """The forward pass in `precision` where it pays (convolutions, matrix products); weights, gradients and the
     optimizer stay float32, and so does inference."""
-    dtype = PRECISIONS[precision]
+    dtype = getattr(torch, precision)  # a Precision is a torch dtype's name
     return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
 
 

@@ -1,0 +1,281 @@
+"""Every knob of a run in one typed place, and the run folder's config.json. DataConfig says what a run trains on,
+TrainConfig how (each architecture's recipe is one), ModelConfig (beside the architectures, in models.py) what it
+builds; RunConfig holds them with what the run recorded. write_run_config is the one writer of config.json and
+read_run_config the one reader, which also reads the layout older runs wrote."""
+
+import dataclasses
+import json
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+from .data import Dataset
+from .errors import ModelError
+from .files import atomic_write
+from .models import ModelConfig, model_config_from_dict
+
+CONFIG_FILE = "config.json"
+
+Optimizer = Literal["adam", "sgd"]  # sgd: with Nesterov momentum
+Schedule = Literal["constant", "onecycle"]  # onecycle: linear warm-up, then linear decay to zero
+Precision = Literal["float32", "bfloat16"]  # torch dtype names: the training forward pass under autocast
+
+
+def knob(default, help: str, *, at_least=None, below=None):
+    """A config field whose help text (unit, reason) is also the command line's --help. `at_least` and `below`
+    bound its value; `check` enforces them, and a Literal type's choices, for the API and the command line alike."""
+    return dataclasses.field(default=default, metadata={"help": help, "at_least": at_least, "below": below})
+
+
+def choices(config_class: type, name: str) -> tuple | None:
+    """The allowed values of a Literal-typed field (None for any other field): the one list of them."""
+    hint = typing.get_type_hints(config_class)[name]
+    return typing.get_args(hint) if typing.get_origin(hint) is Literal else None
+
+
+def check(config_class: type, name: str, value) -> None:
+    """Raises ValueError, naming the field and what it allows, if `value` does not fit field `name`."""
+    allowed = choices(config_class, name)
+    if allowed is not None and value not in allowed:
+        raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
+    metadata = next(field.metadata for field in dataclasses.fields(config_class) if field.name == name)
+    at_least, below = metadata.get("at_least"), metadata.get("below")
+    if value is None or ((at_least is None or value >= at_least) and (below is None or value < below)):
+        return
+    if below is not None:
+        raise ValueError(f"{name} must be in [{at_least:g}, {below:g}), not {value}")
+    raise ValueError(f"{name} must be at least {at_least}, not {value}")
+
+
+def parse_knob(config_class: type, name: str, text: str):
+    """A command-line value for field `name`: converted to the field's type, then checked as the config checks it."""
+    hint = typing.get_type_hints(config_class)[name]
+    if typing.get_origin(hint) is Literal:
+        kind = type(typing.get_args(hint)[0])
+    else:
+        kind = next((part for part in typing.get_args(hint) if part is not type(None)), hint)
+    try:
+        value = kind(text)
+    except ValueError:
+        raise ValueError(f"{name} must be {'an' if kind is int else 'a'} {kind.__name__}, not {text!r}") from None
+    check(config_class, name, value)
+    return value
+
+
+def validate(config) -> None:
+    for field in dataclasses.fields(config):
+        check(type(config), field.name, getattr(config, field.name))
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """What a run trains on; saved as config.json["data"], so evaluating, calibrating or resuming the run needs no
+    data flags."""
+
+    dataset: Dataset = knob("mnist", "a built-in data set (ignored when `path` is given)")
+    path: str | None = knob(None, "your own data: an .npz with keras' keys or a folder of IDX files")
+    limit: int | None = knob(None, "use only the first N training and N test images", at_least=1)
+    validation_split: float = knob(0.1, "last fraction of the training set held out, as Keras does: temperatures "
+                                   "and ensemble members are chosen on it, never on the test set",
+                                   at_least=0.0, below=1.0)  # fmt: skip
+    # Counted when the data was loaded, not settings: two configs naming the same data compare equal without them.
+    train_examples: int | None = dataclasses.field(default=None, compare=False)
+    test_examples: int | None = dataclasses.field(default=None, compare=False)
+
+    def __post_init__(self):
+        if self.path is not None:
+            self.path = str(self.path)  # as JSON keeps it
+        validate(self)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Every training knob. The defaults are the tutorial's recipe; RECIPES holds each architecture's tuned values,
+    chosen on the validation split only."""
+
+    epochs: int = knob(20, "passes over the training set", at_least=1)
+    batch_size: int = knob(128, "examples per optimizer step (the global batch under torchrun)", at_least=1)
+    optimizer: Optimizer = knob("adam", "adam, or sgd (Nesterov momentum)")
+    learning_rate: float = knob(1e-3, "peak learning rate")
+    momentum: float = knob(0.9, "SGD momentum")
+    weight_decay: float = knob(0.0, "on conv and linear weights: decoupled for adam, L2 for sgd")
+    schedule: Schedule = knob("constant", "constant, or onecycle: linear warm-up then linear decay to zero")
+    warmup_fraction: float = knob(0.2, "fraction of all steps spent warming up (onecycle)")
+    label_smoothing: float = knob(0.0, "probability mass spread over the other classes")
+    translate: float = knob(0.0, "augmentation: random shift up to this many pixels each way")
+    rotate: float = knob(0.0, "augmentation: random rotation up to this many degrees each way")
+    scale: float = knob(0.0, "augmentation: random zoom up to this fraction each way")
+    stroke: float = knob(0.0, "augmentation: random stroke thickening or thinning, up to this fraction of 1 px")
+    ema_decay: float = knob(0.0, "per-step moving average of the weights, used as the result; 0 is off")
+    precision: Precision = knob(
+        "float32",
+        "float32, or bfloat16: the training forward pass under autocast (pays "
+        "on CPUs with native bfloat16; others emulate it, benchmarks.levers)",
+    )
+    seed: int = knob(0, "seeds the weights, data order, augmentation and dropout")
+
+    def __post_init__(self):
+        validate(self)
+
+
+TUTORIAL = TrainConfig()  # the tutorial's recipe, for the tutorial's network
+# fmt: off
+# SGD on a one-cycle schedule with label smoothing: the large learning rate BatchNorm allows, for the other networks.
+ONE_CYCLE = dataclasses.replace(
+    TUTORIAL, batch_size=256, optimizer="sgd", learning_rate=0.2, weight_decay=5e-4, schedule="onecycle",
+    label_smoothing=0.1,
+)
+# The accurate recipe: augmentation (shift, rotation, zoom, stroke width), a long one-cycle schedule and EMA.
+AUGMENTED = dataclasses.replace(
+    ONE_CYCLE, epochs=15,
+    translate=2.0, rotate=10.0, scale=0.1, stroke=0.5,
+    ema_decay=0.999,
+)
+RECIPES: dict[str, TrainConfig] = {
+    "fast": dataclasses.replace(ONE_CYCLE, epochs=3, translate=1.0),
+    "seed": TUTORIAL,
+    "best": AUGMENTED,
+    "deep": AUGMENTED,  # best's recipe, untuned
+    "unpooled": AUGMENTED,  # best's recipe, untuned
+}
+# fmt: on
+
+
+def recipe(arch: str, **overrides) -> TrainConfig:
+    """The architecture's tuned recipe with `overrides` (None values ignored) applied on top."""
+    known = {field.name for field in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown training option {unknown[0]!r}; choose from {', '.join(sorted(known))}")
+    given = {key: value for key, value in overrides.items() if value is not None}
+    return dataclasses.replace(RECIPES.get(arch, TUTORIAL), **given)
+
+
+def recipe_defaults(name: str) -> str:
+    """Field `name`'s value in each architecture's recipe, for --help: "3 for fast; 20 for seed; 15 for best, deep,
+    unpooled", or the one value every recipe agrees on."""
+    by_value: dict[Any, list[str]] = {}
+    for arch, values in RECIPES.items():
+        by_value.setdefault(getattr(values, name), []).append(arch)
+    if len(by_value) == 1:
+        return str(next(iter(by_value)))
+    return "; ".join(f"{value} for {', '.join(archs)}" for value, archs in by_value.items())
+
+
+@dataclasses.dataclass
+class EnsembleConfig:
+    """An ensemble run: trained here (`members` runs in members/N, architectures cycling through `archs`, seeds
+    seed, seed+1, ...) or combined from models trained apart (`sources`)."""
+
+    members: int
+    archs: list[str] | None = None
+    seed: int | None = None
+    options: dict[str, Any] | None = None  # train_run's keywords every member got: activation, device, recipe
+    sources: list[str] | None = None
+
+
+@dataclasses.dataclass
+class DistributedFacts:
+    """How training was spread over processes (torchrun): recorded for people, never read back as settings."""
+
+    world_size: int
+    batch_size_per_process: int
+    effective_batch_size: int
+    peak_learning_rate: float
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """A run folder's config.json: one section per field, None where the run has none (a combined ensemble trains
+    nothing, a folder from save_model alone holds just the model)."""
+
+    data: DataConfig | None = None
+    train: TrainConfig | None = None
+    model: ModelConfig | None = None
+    ensemble: EnsembleConfig | None = None
+    distributed: DistributedFacts | None = None
+    device: str | None = None
+    results: dict[str, Any] | None = None  # the one look at the test set (and what else the job measured)
+
+
+SECTIONS = {"data": DataConfig, "train": TrainConfig, "ensemble": EnsembleConfig, "distributed": DistributedFacts}
+
+
+def write_run_config(run_dir: str | Path, run: RunConfig) -> None:
+    """The one writer of config.json (atomically)."""
+    sections = {
+        field.name: dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+        for field in dataclasses.fields(run)
+        if (value := getattr(run, field.name)) is not None
+    }
+    atomic_write(Path(run_dir) / CONFIG_FILE, json.dumps(sections, indent=2) + "\n")
+
+
+def update_run_config(run_dir: str | Path, **sections) -> RunConfig:
+    """The folder's config (empty if it has none yet) with `sections` replaced, written back."""
+    run = read_run_config(run_dir) if (Path(run_dir) / CONFIG_FILE).exists() else RunConfig()
+    run = dataclasses.replace(run, **sections)
+    write_run_config(run_dir, run)
+    return run
+
+
+def read_run_config(run_dir: str | Path) -> RunConfig:
+    """The one reader of config.json, this layout and the one runs wrote before DataConfig."""
+    path = Path(run_dir) / CONFIG_FILE
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"{run_dir} is not a digitcnn run folder: {CONFIG_FILE} is missing") from None
+    except (OSError, json.JSONDecodeError) as error:
+        raise ModelError(f"{path} is unreadable: {error}") from None
+    try:
+        raw = upgrade(raw)
+        run = RunConfig(**{name: raw.get(name) for name in ("device", "results")})
+        if raw.get("model") is not None:
+            run.model = model_config_from_dict(raw["model"])
+        for name, section in SECTIONS.items():
+            if raw.get(name) is not None:
+                known = {field.name for field in dataclasses.fields(section)}
+                setattr(run, name, section(**{key: value for key, value in raw[name].items() if key in known}))
+    except (TypeError, ValueError, AttributeError) as error:
+        raise ModelError(f"{path} is unreadable: {error}") from None
+    return run
+
+
+def upgrade(raw: dict) -> dict:
+    """config.json as runs before DataConfig wrote it, in today's layout: the validation split was the "train"
+    section's, an ensemble trained here kept its data options among its members' options, and one combined from
+    runs that held out different digits recorded no split."""
+    raw = {name: dict(value) if isinstance(value, dict) else value for name, value in raw.items()}
+    data, train, ensemble = raw.get("data"), raw.get("train"), raw.get("ensemble")
+    if train is not None and "validation_split" in train:
+        split = train.pop("validation_split")
+        if data is None:  # written by fit alone, which knew only the model's data set
+            data = {"dataset": (raw.get("model") or {}).get("dataset", DataConfig.dataset)}
+        data.setdefault("validation_split", split)
+    if ensemble is not None and ensemble.get("options") is not None:
+        options = dict(ensemble["options"])
+        moved = {
+            "dataset": options.pop("dataset", None),
+            "path": options.pop("data_path", None),
+            "limit": options.pop("limit", None),
+            "validation_split": options.pop("validation_split", None),
+        }
+        ensemble["options"] = options
+        if data is None:
+            data = {key: value for key, value in moved.items() if value is not None}
+    if data is not None and ensemble is not None and ensemble.get("sources") is not None:
+        data.setdefault("validation_split", 0.0)  # no digit was held out from every member
+    raw.update(data=data, train=train, ensemble=ensemble)
+    return raw
+
+
+def trained_on(source, model_config: ModelConfig | None = None) -> DataConfig:
+    """The data a model was trained on: its run folder's data section. A lone model file (the shipped one too), or
+    a folder that does not say, was trained on its own data set, all of it, with the default split held out."""
+    if source is not None and Path(source).is_dir():
+        run = read_run_config(source)
+        if run.data is not None:
+            return run.data
+        model_config = run.model or model_config
+    return DataConfig(dataset=model_config.dataset if model_config is not None else DataConfig.dataset)

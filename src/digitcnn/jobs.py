@@ -1,0 +1,106 @@
+"""The jobs behind `digitcnn train`: data -> model -> fit -> the one look at the test set -> a run folder with its
+config and figure. ensemble.py runs the same job per member."""
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import torch
+
+from . import distributed
+from .config import DataConfig, read_run_config, recipe, update_run_config
+from .data import class_names, load_data
+from .errors import DigitcnnError
+from .inference import evaluate, predict
+from .models import INPUT_STATISTICS, build_model
+from .runs import CHECKPOINT_FILE
+from .train import fit
+
+FIGURE_FILE = "predictions.png"
+
+
+def load_split(data: DataConfig | None = None):
+    """(train, test) of the data `data` names, cut to the first `data.limit` of each."""
+    data = data or DataConfig()
+    (x_train, y_train), (x_test, y_test) = load_data(data.dataset, path=data.path)
+    if data.limit:
+        limit = data.limit
+        x_train, y_train, x_test, y_test = x_train[:limit], y_train[:limit], x_test[:limit], y_test[:limit]
+    return (x_train, y_train), (x_test, y_test)
+
+
+def train_run(
+    out,
+    arch="fast",
+    activation="relu",
+    data: DataConfig | None = None,
+    resume=False,
+    verbose=True,
+    device=None,
+    **overrides,
+) -> dict:
+    """Trains into run folder `out` and returns its results (also written to config.json["results"]). `overrides`
+    are TrainConfig knobs on top of the architecture's recipe.
+
+    With resume=True everything (architecture, data, recipe) comes from the folder's config.json."""
+    distributed.setup()
+    out = Path(out)
+    overrides = {key: value for key, value in overrides.items() if value is not None}
+    if resume:
+        if not (out / CHECKPOINT_FILE).exists():
+            raise DigitcnnError(f"nothing to resume in {out}: no checkpoint there")
+        run = read_run_config(out)
+        if run.data is None or run.train is None or run.model is None:
+            raise DigitcnnError(f"nothing to resume in {out}: its config.json does not say what it was trained on")
+        if overrides or data is not None:
+            raise DigitcnnError("--resume takes the run's own settings; drop the other training options")
+        data, train_config = run.data, run.train
+        model = build_model(**dataclasses.asdict(run.model))
+    elif (out / CHECKPOINT_FILE).exists():
+        raise DigitcnnError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    else:
+        data, train_config = data or DataConfig(), recipe(arch, **overrides)
+    (x_train, y_train), (x_test, y_test) = load_split(data)
+    data = dataclasses.replace(data, train_examples=len(x_train), test_examples=len(x_test))
+    if not resume:
+        names = class_names(data.dataset) if data.path is None else [str(label) for label in range(10)]
+        mean, std = INPUT_STATISTICS[data.dataset if data.path is None else "mnist"]
+        # The initial weights come from the run's seed too, so the same command gives the same model.
+        torch.manual_seed(train_config.seed)
+        model = build_model(arch, activation, class_names=names, dataset=data.dataset, input_mean=mean, input_std=std)
+    history = fit(
+        model,
+        x_train,
+        y_train,
+        config=train_config,
+        data=data,
+        run_dir=out,
+        resume=resume,
+        verbose=verbose,
+        device=device,
+    )
+    results = finish_run(
+        model,
+        out,
+        x_test,
+        y_test,
+        train_seconds=round(history.seconds, 2),
+        final_val_accuracy=(history.history.get("val_accuracy") or [None])[-1],
+    )
+    if verbose and distributed.is_main():
+        print(f"trained {model.config.arch} in {history.seconds:.1f} s", file=sys.stderr)
+    return results
+
+
+def finish_run(model, out: Path, x_test, y_test, **facts) -> dict:
+    """The one look at the test set: loss and accuracy into config.json["results"] beside the model's config, and
+    the figure."""
+    test_loss, test_accuracy = evaluate(model, x_test, y_test)
+    results = {"test_loss": test_loss, "test_accuracy": test_accuracy, **facts}
+    if distributed.is_main():
+        update_run_config(out, model=model.config, results=results)
+        from .plots import plot_predictions  # matplotlib, only once a run has finished
+
+        predicted = predict(model, x_test[:10]).argmax(axis=1)
+        plot_predictions(x_test[:10], y_test[:10], predicted, out / FIGURE_FILE, class_names=model.config.class_names)
+    return results
