@@ -243,7 +243,7 @@ def torch_logits(model: nn.Module, images, batch_size: int = 1024) -> np.ndarray
     `inference.predict_logits` is the one entry point (it runs exported models too); this is its PyTorch half,
     which ONNX validation compares against onnxruntime's."""
     pixels = as_pixels(images)
-    # Switching modes walks every submodule (~0.35 ms, a third of a served image's model time): only when needed.
+    # Switching modes walks every submodule, a noticeable share of one served image's model time: only when needed.
     was_training = model.training
     if was_training:
         model.eval()

@@ -126,8 +126,7 @@ def read_in_reader(*request) -> tuple[dict, int]:
 
 class ProcessReader:
     """Reads in `workers` processes that each hold the model. Python runs one thread at a time per process, and
-    decoding, preprocessing and the model are ~80% of a request's CPU: the HTTP process alone used ~1.2 of 2
-    cores. A pool hands each image to whichever reader is free, so the load stays even across them."""
+    decoding, preprocessing and the model are most of a request's CPU, so one process cannot use every core. A pool hands each image to whichever reader is free, so the load stays even across them."""
 
     def __init__(self, model_source, workers: int):
         self.model_source, self.workers = model_source, workers
@@ -163,7 +162,7 @@ def create_app(model_source: str | Path | None = None, workers: int = 1) -> Fast
     of this one)."""
     model = load_model(model_source)
     # Requests are single images: one core each, as many at once as there are cores. Two OpenMP threads per
-    # image took ~100x longer (0.9 ms -> 105 ms measured) as soon as anything else wanted a core.
+    # image spin and wait for each other as soon as anything else wants a core (benchmarks/README.md, load).
     torch.set_num_threads(1)
     reader = ThreadReader(model) if workers == 1 else ProcessReader(model_source, workers)
     results = model_results(model_source) if model_source else model_results(default_model_path())
