@@ -17,8 +17,8 @@ from torch import nn
 from digitcnn.config import InsideConfig
 from digitcnn.errors import NoLayersError
 from digitcnn.explain import integrated_gradients
-from digitcnn.inference import load_model, predict, predict_logits
-from digitcnn.inside import look_inside
+from digitcnn.inference import evaluate, load_model, predict, predict_logits
+from digitcnn.inside import TUTORIAL_MODEL, look_inside
 from digitcnn.models import ModelConfig, build_model
 from digitcnn.runs import save_model_file
 from tests.conftest import run_cli
@@ -258,3 +258,34 @@ def test_explain_layers_writes_the_view_as_one_png(mnist, tmp_path):
     refused = run_cli("explain", image, "--layers", "--model", ensemble, "--out", tmp_path / "no.png")
     assert refused.returncode == 2 and not (tmp_path / "no.png").exists()
     assert refused.stderr.count("\n") == 1 and "ensemble of 2 networks" in refused.stderr
+
+
+def test_a_model_stored_in_float16_loads_as_float32_and_predicts_alike(mnist, tmp_path):
+    from digitcnn.runs import load_model_file
+
+    _, (x_test, _) = mnist
+    model = load_model()  # trained weights, so the logits are of a real network's size
+    path = save_model_file(model, tmp_path / "half.safetensors", {"test_accuracy": 0.5}, dtype=torch.float16)
+    assert path.stat().st_size < 0.6 * save_model_file(model, tmp_path / "full.safetensors").stat().st_size
+    restored = load_model_file(path)
+    assert all(parameter.dtype == torch.float32 for parameter in restored.parameters())
+    assert restored.config == model.config
+    expected, actual = predict_logits(model, x_test[:500]), predict_logits(restored, x_test[:500])
+    assert np.abs(actual - expected).max() < 0.05 * np.abs(expected).max()
+    assert (actual.argmax(axis=1) == expected.argmax(axis=1)).mean() >= 0.998
+
+
+@pytest.mark.skipif(not TUTORIAL_MODEL.exists(), reason="this install does not ship the tutorial's network")
+def test_the_shipped_tutorial_network_is_the_trained_seed_model(mnist):
+    from digitcnn.runs import load_weights_file, model_results
+
+    _, (x_test, y_test) = mnist
+    model = load_model(TUTORIAL_MODEL)
+    assert model.config.arch == "seed" and all(p.dtype == torch.float32 for p in model.parameters())
+    tensors, _ = load_weights_file(TUTORIAL_MODEL)
+    assert {tensor.dtype for tensor in tensors.values()} == {torch.float16}
+    results = model_results(TUTORIAL_MODEL)
+    assert "--arch seed --epochs 20 --seed 0" in results["command"]
+    assert abs(results["test_accuracy_float16"] - results["test_accuracy"]) <= 0.001
+    # An accuracy floor on a slice: the tutorial's network reaches ~99% after its 20 epochs.
+    assert evaluate(model, x_test[:2000], y_test[:2000]).accuracy >= 0.98
