@@ -1,7 +1,9 @@
 """Server time and size of POST /api/inside: the work one request does inside the server (decode and preprocess the
 image, read the digit, look inside the model, encode the JSON), on one thread as the server runs it, for real test
-digits drawn as the page sends them (dark ink on a white 280×280 PNG). Also the look-inside step alone at several
-saliency step counts, which is what InsideConfig.saliency_steps trades against.
+digits drawn as the page sends them (dark ink on a white 280×280 PNG). The CPU time of the request's thread is
+recorded beside its wall time, with the load average, as the machine is shared. Also, on validation digits (how a
+knob is chosen), the look-inside step at several saliency step counts: its time, and how close its saliency comes
+to explain's 64 steps (cosine similarity), which is what InsideConfig.saliency_steps trades.
 
     .venv/bin/python -m benchmarks.inside                 # the served default model and the shipped seed model
     .venv/bin/python -m benchmarks.inside --model RUN_DIR # another model in place of the default
@@ -10,6 +12,7 @@ saliency step counts, which is what InsideConfig.saliency_steps trades against.
 
 import argparse
 import io
+import os
 import statistics
 import time
 
@@ -33,47 +36,62 @@ def canvas_png(digit: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def request_ms(model, body: bytes) -> tuple[float, int]:
-    """One request's server time in milliseconds and its response's size in bytes."""
-    started = time.perf_counter()
+def request_ms(model, body: bytes) -> tuple[float, float, int]:
+    """One request's server time and its thread's CPU time in milliseconds, and its response's size in bytes."""
+    started, cpu_started = time.perf_counter(), time.thread_time()
     answer, _ = look_inside_one(model, body, "canvas.png")
     size = len(JSONResponse(answer).body)
-    return (time.perf_counter() - started) * 1000, size
+    return (time.perf_counter() - started) * 1000, (time.thread_time() - cpu_started) * 1000, size
 
 
-def look_ms(model, pixels: np.ndarray, steps: int) -> float:
+def look(model, pixels: np.ndarray, steps: int) -> tuple[float, np.ndarray]:
+    """The look-inside step alone: its time in milliseconds and its saliency."""
     started = time.perf_counter()
-    look_inside(model, pixels, config=InsideConfig(saliency_steps=steps))
-    return (time.perf_counter() - started) * 1000
+    view = look_inside(model, pixels, config=InsideConfig(saliency_steps=steps))
+    return (time.perf_counter() - started) * 1000, view.saliency.ravel()
+
+
+def cosine(first: np.ndarray, second: np.ndarray) -> float:
+    return float(first @ second / (np.linalg.norm(first) * np.linalg.norm(second) or 1.0))
 
 
 def percentiles(values: list[float]) -> dict:
     return {"p50": round(float(np.percentile(values, 50)), 2), "p90": round(float(np.percentile(values, 90)), 2)}
 
 
-def measure(model, digits: np.ndarray, rounds: int, sweep: list[int]) -> dict:
+def measure(model, digits: np.ndarray, validation_digits: np.ndarray, rounds: int, sweep: list[int]) -> dict:
     bodies = [canvas_png(digit) for digit in digits]
     for body in bodies[:5]:  # warm-up: oneDNN picks its kernels on first use
         request_ms(model, body)
-    times, sizes = [], []
+    times, cpu_times, sizes = [], [], []
     for _ in range(rounds):
         for body in bodies:
-            elapsed, size = request_ms(model, body)
+            elapsed, cpu, size = request_ms(model, body)
             times.append(elapsed)
+            cpu_times.append(cpu)
             sizes.append(size)
-    pixels = [digit.astype(np.float32) / 255 for digit in digits]
-    # The look-inside step alone, alternating step counts per digit so drifting load hits each count alike.
-    by_steps: dict[int, list[float]] = {steps: [] for steps in sweep}
-    for image in pixels:
+    # Step counts alternate per digit, so a drifting load hits each count alike.
+    by_steps: dict[int, dict[str, list[float]]] = {steps: {"ms": [], "cosine": []} for steps in sweep}
+    for digit in validation_digits:
+        image = digit.astype(np.float32) / 255
+        _, reference = look(model, image, 64)
         for steps in sweep:
-            by_steps[steps].append(look_ms(model, image, steps))
+            elapsed, saliency = look(model, image, steps)
+            by_steps[steps]["ms"].append(elapsed)
+            by_steps[steps]["cosine"].append(cosine(saliency, reference))
     return {
         "arch": model.config.arch,
         "requests": len(times),
         "server_ms": percentiles(times),
+        "server_cpu_ms": percentiles(cpu_times),
         "response_bytes": {"median": int(statistics.median(sizes)), "max": max(sizes)},
-        "look_inside_ms_by_saliency_steps": {str(steps): percentiles(values) for steps, values in by_steps.items()},
-    }
+        "by_saliency_steps": {
+            str(steps): {"look_inside_ms": percentiles(figures["ms"]),
+                         "saliency_cosine_to_64_steps": {"median": round(float(np.median(figures["cosine"])), 4),
+                                                         "min": round(float(np.min(figures["cosine"])), 4)}}
+            for steps, figures in by_steps.items()
+        },
+    }  # fmt: skip
 
 
 def main() -> None:
@@ -81,28 +99,35 @@ def main() -> None:
     parser.add_argument("--model", help="run folder or model file in place of the shipped default model")
     parser.add_argument("--digits", type=int, default=200, help="test digits, each sent as one request per round")
     parser.add_argument("--rounds", type=int, default=3, help="passes over the digits; percentiles pool them")
-    parser.add_argument("--sweep", default="8,16,32,64", help="saliency step counts to time the look-inside step at")
+    parser.add_argument("--sweep", default="8,16,32", help="saliency step counts to compare with 64")
+    parser.add_argument("--validation-digits", type=int, default=50, help="validation digits for the sweep")
     parser.add_argument("--tiny", action="store_true", help="a few digits: checks the script runs")
     parser.add_argument("--out", default="benchmarks/results/inside.json")
     arguments = parser.parse_args()
     if arguments.tiny:
-        arguments.digits, arguments.rounds, arguments.sweep = 8, 1, "4,16"
+        arguments.digits, arguments.rounds, arguments.sweep, arguments.validation_digits = 8, 1, "4,16", 4
     torch.set_num_threads(1)  # as `digitcnn serve` runs each request
-    _, (x_test, _) = load_data("mnist")
+    (x_train, _), (x_test, _) = load_data("mnist")
     digits = x_test[-arguments.digits :]  # the end of the test set, as the other latency benchmarks take theirs
+    validation_digits = x_train[-arguments.validation_digits :]  # the end of the validation split
     sweep = [int(steps) for steps in arguments.sweep.split(",")]
     models = {"default": load_model(arguments.model)}
     if TUTORIAL_MODEL.exists():
         models["seed"] = load_model(TUTORIAL_MODEL)
+    load_before = os.getloadavg()
+    measured = {
+        name: measure(model, digits, validation_digits, arguments.rounds, sweep) for name, model in models.items()
+    }
     result = {
-        "machine": machine(),
+        "machine": {**machine(), "load_average_1min_before_after": [load_before[0], os.getloadavg()[0]]},
         "saliency_steps": InsideConfig().saliency_steps,
         "tiles_per_layer": InsideConfig().tiles_per_layer,
-        "models": {name: measure(model, digits, arguments.rounds, sweep) for name, model in models.items()},
+        "models": measured,
     }
-    for name, figures in result["models"].items():
-        print(f"{name} ({figures['arch']}): server time p50 {figures['server_ms']['p50']} ms, "
-              f"p90 {figures['server_ms']['p90']} ms; response {figures['response_bytes']['max']:,} bytes at most")  # fmt: skip
+    for name, figures in measured.items():
+        wall, cpu, size = figures["server_ms"], figures["server_cpu_ms"], figures["response_bytes"]["max"]
+        print(f"{name} ({figures['arch']}): server time p50 {wall['p50']} ms (CPU {cpu['p50']} ms), p90 {wall['p90']} "
+              f"ms; response {size:,} bytes at most")  # fmt: skip
     write_result(arguments.out, result, tiny=arguments.tiny)
 
 

@@ -289,3 +289,22 @@ def test_the_shipped_tutorial_network_is_the_trained_seed_model(mnist):
     assert abs(results["test_accuracy_float16"] - results["test_accuracy"]) <= 0.001
     # An accuracy floor on a slice: the tutorial's network reaches ~99% after its 20 epochs.
     assert evaluate(model, x_test[:2000], y_test[:2000]).accuracy >= 0.98
+
+
+def test_the_benchmark_measures_time_size_and_saliency_steps(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    out = tmp_path / "inside.json"
+    result = subprocess.run([sys.executable, "-m", "benchmarks.inside", "--tiny", "--out", str(out)], cwd=REPO,
+                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads((tmp_path / "inside.tiny.json").read_text())["models"]["default"]
+    assert figures["arch"] == "best" and figures["requests"] == 8
+    assert 0 < figures["server_ms"]["p50"] <= figures["server_ms"]["p90"] and figures["server_cpu_ms"]["p50"] > 0
+    assert 50_000 < figures["response_bytes"]["max"] <= MAX_RESPONSE_BYTES
+    sweep = figures["by_saliency_steps"]
+    assert set(sweep) == {"4", "16"} and sweep["16"]["saliency_cosine_to_64_steps"]["min"] > 0.9
+    assert "server time p50" in result.stdout
