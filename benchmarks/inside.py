@@ -26,6 +26,7 @@ from digitcnn import load_data
 from digitcnn.config import InsideConfig
 from digitcnn.inference import load_model
 from digitcnn.inside import TUTORIAL_MODEL, look_inside
+from digitcnn.recognize import read_images
 from digitcnn.serve import look_inside_one
 
 
@@ -42,6 +43,14 @@ def request_ms(model, body: bytes) -> tuple[float, float, int]:
     answer, _ = look_inside_one(model, body, "canvas.png")
     size = len(JSONResponse(answer).body)
     return (time.perf_counter() - started) * 1000, (time.thread_time() - cpu_started) * 1000, size
+
+
+def reading_cpu_ms(model, body: bytes) -> float:
+    """The CPU time of /api/predict's share of the request (decode, preprocess, the model): the yardstick of how
+    much sharing the cores inflates CPU time, against the idle figure of benchmarks.load."""
+    started = time.thread_time()
+    read_images(model, [body], names=["canvas.png"])
+    return (time.thread_time() - started) * 1000
 
 
 def look(model, pixels: np.ndarray, steps: int) -> tuple[float, np.ndarray]:
@@ -70,6 +79,7 @@ def measure(model, digits: np.ndarray, validation_digits: np.ndarray, rounds: in
             times.append(elapsed)
             cpu_times.append(cpu)
             sizes.append(size)
+    reading_times = [reading_cpu_ms(model, body) for body in bodies]
     # Step counts alternate per digit, so a drifting load hits each count alike.
     by_steps: dict[int, dict[str, list[float]]] = {steps: {"ms": [], "cosine": []} for steps in sweep}
     for digit in validation_digits:
@@ -84,6 +94,7 @@ def measure(model, digits: np.ndarray, validation_digits: np.ndarray, rounds: in
         "requests": len(times),
         "server_ms": percentiles(times),
         "server_cpu_ms": percentiles(cpu_times),
+        "reading_only_cpu_ms": percentiles(reading_times),
         "response_bytes": {"median": int(statistics.median(sizes)), "max": max(sizes)},
         "by_saliency_steps": {
             str(steps): {"look_inside_ms": percentiles(figures["ms"]),
