@@ -41,6 +41,8 @@ class Step:
 
 @dataclasses.dataclass
 class LayerView:
+    """One row as the page draws it."""
+
     name: str
     kind: str
     label: str  # as "Conv2d 3×3, 32 → 64, 14×14"
@@ -58,6 +60,8 @@ class LayerView:
 
 @dataclasses.dataclass
 class InsideView:
+    """What `look_inside` returns: the whole view for one digit."""
+
     arch: str
     input: np.ndarray  # (28, 28) float32 in [0, 1]: what the model saw
     layers: list[LayerView]
@@ -152,7 +156,7 @@ def look_inside(model, image, target: int | None = None, config: InsideConfig | 
     config = config or InsideConfig()
     steps = layers_to_show(model)
     pixels = as_pixels(image)
-    if pixels.shape[0] != 1 or pixels.dtype != torch.float32:
+    if pixels.shape[0] != 1:
         raise ValueError(f"look_inside takes one {SIDE}×{SIDE} image, not {tuple(np.shape(image))}")
     outputs: dict[int, torch.Tensor] = {}
     # The server reads other images with the same model in other threads: keep only this thread's outputs.
