@@ -128,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("image", metavar="IMAGE", help="an image file, read as `predict` reads it")
     explain.add_argument("--out", metavar="FILE.png", required=True, help="where to write the figure")
     explain.add_argument("--label", type=int, help="explain this class instead of the predicted one")
+    explain.add_argument("--layers", action="store_true",
+                         help="draw the page's look-inside view: each convolution block's and pooling step's "
+                         "feature maps, the class scores and the saliency")  # fmt: skip
 
     predict = commands.add_parser("predict", help="read digits from image files", formatter_class=formatter)
     add_model_argument(predict)
@@ -360,9 +363,14 @@ def run_explain(arguments) -> int:
     pixels = preprocess(load_image(arguments.image))
     probabilities = predict(model, pixels)
     target = int(probabilities.argmax()) if arguments.label is None else arguments.label
-    saliency = integrated_gradients(model, pixels, target=target)
     title = f"{arguments.image}: {names[target]} ({probabilities[target]:.1%})"
-    plot_saliency(pixels, saliency, arguments.out, title=title)
+    if arguments.layers:  # the page's look-inside view, which holds the saliency too
+        from .inside import look_inside
+        from .plots import plot_inside
+
+        plot_inside(look_inside(model, pixels, target=target), arguments.out, title=f"{title}, {model.config.arch}")
+    else:
+        plot_saliency(pixels, integrated_gradients(model, pixels, target=target), arguments.out, title=title)
     print(f"{names[target]} ({probabilities[target]:.1%}); wrote {arguments.out}")
     return 0
 

@@ -279,3 +279,18 @@ def trained_on(source, model_config: ModelConfig | None = None) -> DataConfig:
             return run.data
         model_config = run.model or model_config
     return DataConfig(dataset=model_config.dataset if model_config is not None else DataConfig.dataset)
+
+
+@dataclasses.dataclass
+class InsideConfig:
+    """The "look inside" view (inside.py): how much of each layer it shows, and how finely it explains."""
+
+    tiles_per_layer: int = knob(32, "a layer with more channels than this shows only its most active this many "
+                                "(by mean activation for the input): 32 keeps a response under ~150 KB for any "
+                                "architecture", at_least=1)  # fmt: skip
+    saliency_steps: int = knob(16, "integrated-gradients steps for the view's saliency: a quarter of explain's 64, "
+                               "as the live view must answer within ~30 ms (benchmarks/inside.py measures it)",
+                               at_least=1)  # fmt: skip
+
+    def __post_init__(self):
+        validate(self)

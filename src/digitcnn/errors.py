@@ -27,3 +27,7 @@ class NoDigitError(ImageError):
 
 class ModelError(DigitcnnError):
     """A model folder or file is missing, incomplete, or does not match its config."""
+
+
+class NoLayersError(ModelError):
+    """A model with no PyTorch layers to look inside: an exported ONNX file, or an ensemble of several networks."""

@@ -217,15 +217,10 @@ def plot_saliency(image, saliency, path, title: str | None = None) -> Path:
     if image.ndim != 2 or image.shape != saliency.shape:
         raise ValueError(f"image and saliency must be equal 2-D arrays, got {image.shape} and {saliency.shape}")
     value_range = _digit_range(image)
-    limit = float(np.max(np.abs(saliency))) or 1.0
-    norm = Normalize(-limit, limit)
     figure = Figure(figsize=(8, 4.2), layout="constrained")
     plain, overlaid = figure.subplots(1, 2)
     plain.imshow(image, cmap=DIGIT_COLORMAP, vmin=value_range[0], vmax=value_range[1], interpolation="nearest")
-    # The ink is drawn at half strength under the overlay, so both the digit and the colours stay readable.
-    overlaid.imshow(image, cmap=DIGIT_COLORMAP, vmin=value_range[0], vmax=2 * value_range[1], interpolation="nearest")
-    strength = np.clip(np.abs(saliency) / limit, 0, 1) ** 0.5
-    overlaid.imshow(saliency, cmap="RdBu_r", norm=norm, alpha=strength, interpolation="nearest")
+    norm = _overlay_saliency(overlaid, image, saliency)
     plain.set_title("input")
     overlaid.set_title("attribution (red: for, blue: against)")
     for axes in (plain, overlaid):
@@ -234,6 +229,18 @@ def plot_saliency(image, saliency, path, title: str | None = None) -> Path:
     if title:
         figure.suptitle(title, fontsize=13)
     return _save(figure, path)
+
+
+def _overlay_saliency(axes, image: np.ndarray, saliency: np.ndarray) -> Normalize:
+    """The input under its attribution; returns the colour scale, symmetric about zero."""
+    value_range = _digit_range(image)
+    limit = float(np.max(np.abs(saliency))) or 1.0
+    norm = Normalize(-limit, limit)
+    # The ink is drawn at half strength under the overlay, so both the digit and the colours stay readable.
+    axes.imshow(image, cmap=DIGIT_COLORMAP, vmin=value_range[0], vmax=2 * value_range[1], interpolation="nearest")
+    strength = np.clip(np.abs(saliency) / limit, 0, 1) ** 0.5
+    axes.imshow(saliency, cmap="RdBu_r", norm=norm, alpha=strength, interpolation="nearest")
+    return norm
 
 
 def _displayable(original) -> tuple[np.ndarray, str]:
@@ -291,3 +298,58 @@ def plot_preprocessed(originals: Sequence, inputs: Sequence, labels: Sequence, c
         else:
             right.set_title(textwrap.fill(messages[index] or "no digit found", 22), fontsize=10, color=WRONG_COLOR)
     return _save(figure, path)
+
+
+# --- look inside (issue 19) ---
+TILES_PER_ROW = 16  # a layer's tiles wrap after this many, as the page's rows do on a narrow screen
+
+
+def _mosaic(tiles: np.ndarray, columns: int = TILES_PER_ROW) -> np.ndarray:
+    """(count, height, width) uint8 tiles -> one float image with a 1-pixel NaN gap (drawn white) between them."""
+    count, height, width = tiles.shape
+    columns = min(count, columns)
+    rows = math.ceil(count / columns)
+    mosaic = np.full((rows * (height + 1) - 1, columns * (width + 1) - 1), np.nan)
+    for index, tile in enumerate(tiles):
+        top, left = (index // columns) * (height + 1), (index % columns) * (width + 1)
+        mosaic[top : top + height, left : left + width] = tile
+    return mosaic
+
+
+def plot_inside(view, path, title: str | None = None) -> Path:
+    """`digitcnn explain --layers`: the page's "look inside" view as one figure. `view` is an inside.InsideView:
+    the input, its saliency and the class scores on top, then one row of tiles per layer, labelled as on the page."""
+    mosaics = [_mosaic(layer.tiles) for layer in view.layers]
+    # Each layer's row is as tall as its mosaic is relative to the figure's width; the top row gets a fixed share.
+    heights = [2.2] + [max(0.6, 10 * mosaic.shape[0] / mosaic.shape[1]) + 0.35 for mosaic in mosaics]
+    figure = Figure(figsize=(10, sum(heights) + 0.6), layout="constrained")
+    top, *rows = figure.subfigures(len(heights), 1, height_ratios=heights)
+    plain, overlaid, scores = top.subplots(1, 3, width_ratios=[1, 1, 2])
+    plain.imshow(view.input, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    plain.set_title("input, 28×28", fontsize=10)
+    _overlay_saliency(overlaid, view.input, view.saliency)
+    overlaid.set_title(f"saliency for {view.class_names[view.target]}", fontsize=10)
+    for axes in (plain, overlaid):
+        _frame(axes)
+    positions = np.arange(len(view.class_names))
+    colors = ["#1a7f37" if index == view.target else "#3366cc" for index in positions]
+    scores.barh(positions, view.probabilities, color=colors)
+    scores.set_yticks(positions, view.class_names)
+    scores.invert_yaxis()
+    scores.set_xlim(0, 1)
+    scores.xaxis.set_major_formatter(PercentFormatter(xmax=1.0))
+    scores.set_title("class scores", fontsize=10)
+    colormap = colormaps["gray"].with_extremes(bad="white")
+    for subfigure, layer, mosaic in zip(rows, view.layers, mosaics, strict=True):
+        axes = subfigure.subplots()
+        axes.imshow(mosaic, cmap=colormap, vmin=0, vmax=255, interpolation="nearest")
+        axes.set_axis_off()
+        channels, count = layer.shape[0], len(layer.channels)
+        shown = f"all {channels} channels" if count == channels else f"the {count} most active of {channels} channels"
+        axes.set_title(f"{layer.label}   ({' → '.join(layer.parts)}; {shown})", fontsize=10, loc="left")
+    if title:
+        figure.suptitle(title, fontsize=13)
+    return _save(figure, path)
+
+
+# --- end of look inside ---

@@ -32,14 +32,19 @@ def save_model(model: Classifier, run_dir: str | Path) -> Path:
     return path
 
 
-def save_model_file(model: Classifier, path: str | Path, results: dict | None = None) -> Path:
+def save_model_file(
+    model: Classifier, path: str | Path, results: dict | None = None, dtype: torch.dtype | None = None
+) -> Path:
     """One self-describing .safetensors: weights, the model config, and optionally the run's results (the
-    shipped model carries its test accuracy this way)."""
+    shipped model carries its test accuracy this way). With `dtype` (torch.float16: half the size), floating-point
+    tensors are stored in it; loading copies them back into the model's float32 parameters."""
     metadata = {"digitcnn_model": json.dumps(dataclasses.asdict(model.config))}
     if results is not None:
         metadata["digitcnn_results"] = json.dumps(results)
     with atomic_path(path) as temporary:
         state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+        if dtype is not None:
+            state = {name: tensor.to(dtype) if tensor.is_floating_point() else tensor for name, tensor in state.items()}
         save_file(state, temporary, metadata=metadata)
     return Path(path)
 

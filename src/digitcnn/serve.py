@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import __version__
 from .errors import DigitcnnError, ImageTooLargeError, NoDigitError, UnsupportedImageError
 from .inference import load_model
+from .inside import TUTORIAL_MODEL, layers_to_show, look_inside
 from .recognize import read_images
 from .runs import model_results
 
@@ -32,7 +33,7 @@ from .runs import model_results
 # Content-Length, or as soon as a streamed body passes it, without reading the rest.
 MAX_BODY_BYTES = 5 * 1024 * 1024
 # The page's own files, served by fixed name: no route ever opens a path a request names.
-STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
+STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css", "inside.js": "text/javascript"}
 
 
 class BodyTooLarge(Exception):
@@ -88,6 +89,84 @@ def read_one(model, data: bytes, name: str | None, include_input: bool) -> tuple
     if include_input and reading.input is not None:
         answer["input"] = [[round(float(value), 3) for value in row] for row in reading.input]
     return answer, status_for(reading.failure)
+
+
+# --- look inside (issue 19): the view's request work, its models and its route ---
+def look_inside_one(model, data: bytes, name: str | None) -> tuple[dict, int]:
+    """One uploaded image -> (the "look inside" JSON, its HTTP status): /api/predict's answer for it, plus each
+    layer's tiles, the input and the saliency (inside.InsideView.as_dict)."""
+    reading = read_images(model, [data], names=[name])[0]
+    answer = reading.as_dict()
+    if reading.input is not None:
+        answer.update(look_inside(model, reading.input, target=reading.label).as_dict())
+    return answer, status_for(reading.failure)
+
+
+def inside_models(model, model_source) -> dict[str, tuple]:
+    """The models the view can look into, by the name `?model=` gives: the served one as "default", and the
+    tutorial's network as "seed" when this install ships it. Each with its results (test accuracy), if known."""
+    results = model_results(model_source) if model_source else model_results(default_model_path())
+    models = {"default": (model, results)}
+    if TUTORIAL_MODEL.exists():
+        models["seed"] = (load_model(TUTORIAL_MODEL), model_results(TUTORIAL_MODEL))
+    return models
+
+
+async def uploaded_image(request: Request) -> tuple[str | None, bytes]:
+    """A request's image, as a multipart `file` field or the raw body: (its file name, its bytes)."""
+    name, data = None, b""
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        form = await request.form(max_files=1, max_fields=4)
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise StarletteHTTPException(422, "multipart body without a 'file' field")
+        name, data = upload.filename, await upload.read()
+    else:
+        data = await request.body()
+    if not data:
+        raise StarletteHTTPException(422, "empty body: send an image as multipart 'file' or raw")
+    return name, data
+
+
+def add_inside_routes(app: FastAPI, models: dict[str, tuple]) -> None:
+    """GET /api/inside lists the models the view can show; POST /api/inside?model=NAME looks inside one."""
+    # Like ThreadReader: one image per core at a time, in this process (with --workers too: the view is rarer).
+    slots = threading.BoundedSemaphore(os.cpu_count() or 1)
+
+    def look_blocking(model, *request) -> tuple[dict, int]:
+        with slots:
+            return look_inside_one(model, *request)
+
+    @app.get("/api/inside")
+    async def api_inside_models() -> dict:
+        """The models `POST /api/inside?model=NAME` can look into: their architecture, test accuracy, and whether
+        they have layers to show (an ONNX model or an ensemble has not)."""
+        listed = {}
+        for name, (model, results) in models.items():
+            try:
+                layers_to_show(model)
+                refusal = None
+            except DigitcnnError as error:
+                refusal = str(error)
+            listed[name] = {"arch": model.config.arch, "test_accuracy": (results or {}).get("test_accuracy"),
+                            "layers": refusal is None, "error": refusal}  # fmt: skip
+        return {"models": listed}
+
+    @app.post("/api/inside")
+    async def api_inside(request: Request, model: str = "default"):
+        """An image, sent as to /api/predict -> /api/predict's answer plus `layers` (each convolution block's and
+        pooling step's name, label, shape, shown channels and uint8 tiles as base64), `input` and `saliency`."""
+        if model not in models:
+            return JSONResponse({"error": f"no model {model!r} to look inside; choose one of {', '.join(models)}"},
+                                status_code=404)  # fmt: skip
+        chosen = models[model][0]
+        layers_to_show(chosen)  # an ONNX model or an ensemble is refused (422) before its image is read
+        name, data = await uploaded_image(request)
+        answer, status = await run_in_threadpool(look_blocking, chosen, data, name)
+        return JSONResponse(answer, status_code=status)
+
+
+# --- end of look inside ---
 
 
 class ThreadReader:
@@ -238,6 +317,8 @@ def create_app(model_source: str | Path | None = None, workers: int = 1) -> Fast
 
         answer, status = await reader.read(data, name, include_input)
         return JSONResponse(answer, status_code=status)
+
+    add_inside_routes(app, inside_models(model, model_source))
 
     return app
 

@@ -83,6 +83,7 @@ function schedule() {
 
 async function send(blob, name) {
   const ticket = ++pending; // answers can arrive out of order; only the latest request is shown
+  document.dispatchEvent(new CustomEvent("digit:image", { detail: blob })); // the "look inside" view (inside.js) follows
   const form = new FormData();
   form.append("file", blob, name);
   statusView.textContent = "Reading…";
