@@ -205,7 +205,8 @@ def read_in_reader(*request) -> tuple[dict, int]:
 
 class ProcessReader:
     """Reads in `workers` processes that each hold the model. Python runs one thread at a time per process, and
-    decoding, preprocessing and the model are most of a request's CPU, so one process cannot use every core. A pool hands each image to whichever reader is free, so the load stays even across them."""
+    decoding, preprocessing and the model are most of a request's CPU, so one process cannot use every core.
+    A pool hands each image to whichever reader is free, so the load stays even across them."""
 
     def __init__(self, model_source, workers: int):
         self.model_source, self.workers = model_source, workers
