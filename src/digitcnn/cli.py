@@ -7,6 +7,7 @@ import datetime
 import json
 import sys
 import time
+import typing
 from pathlib import Path
 
 from . import distributed
@@ -40,6 +41,10 @@ def add_knob(parser: argparse.ArgumentParser, config_class: type, name: str, def
     """--NAME for a config field; left out, the attribute is absent and the config's (or recipe's) default holds."""
     field = next(field for field in dataclasses.fields(config_class) if field.name == name)
     shown = "" if default is None else f" (default: {default})"
+    if typing.get_type_hints(config_class)[name] is bool:  # a switch: given, it turns the knob on
+        parser.add_argument(f"--{name.replace('_', '-')}", action="store_const", const=True, default=argparse.SUPPRESS,
+                            help=field.metadata["help"] + shown)  # fmt: skip
+        return
     parser.add_argument(
         f"--{name.replace('_', '-')}",
         type=knob_type(config_class, name),
@@ -260,7 +265,8 @@ def write_report(arguments, model, trained: DataConfig, train, test, same_data: 
     temperature = metrics["calibration"].get("temperature")
     stored = None
     if temperature is not None and arguments.model is not None and not arguments.model.endswith(".onnx"):
-        stored = report.store_temperature(model, arguments.model, temperature)
+        threshold = metrics["calibration"].get("not_a_digit_threshold")  # a rejecting model's, chosen at that T
+        stored = report.store_temperature(model, arguments.model, temperature, threshold)
     if arguments.json:
         print(json.dumps({key: metrics[key] for key in ("test_loss", "test_accuracy", "test_examples", "calibration")}))
     else:
@@ -273,7 +279,7 @@ def write_report(arguments, model, trained: DataConfig, train, test, same_data: 
 
 def run_predict(arguments) -> int:
     from .inference import load_model
-    from .recognize import expand_paths, read_images
+    from .recognize import csv_rows, describe, expand_paths, is_failure, read_images
 
     model = load_model(arguments.model)
     paths = expand_paths(arguments.files)
@@ -282,15 +288,7 @@ def run_predict(arguments) -> int:
         for reading in readings:
             print(json.dumps(reading.as_dict()))
     elif arguments.csv:
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(
-            ["file", "label", "confidence", "unsure", "error"] + [f"p{i}" for i in range(model.config.num_classes)]
-        )
-        for reading in readings:
-            writer.writerow(
-                [reading.file, reading.label, reading.confidence, reading.unsure, reading.error or ""]
-                + (reading.probabilities or [""] * model.config.num_classes)
-            )
+        csv.writer(sys.stdout, lineterminator="\n").writerows(csv_rows(readings, model.config))
     else:
         for reading in readings:
             print(describe(reading))
@@ -304,15 +302,7 @@ def run_predict(arguments) -> int:
             [r.confidence for r in readings],
             arguments.show,
         )
-    return 1 if any(reading.error and reading.error != "no digit found" for reading in readings) else 0
-
-
-def describe(reading) -> str:
-    if reading.error:
-        return f"{reading.file}: {reading.error}"
-    top = ", ".join(f"{entry['label']} {entry['probability']:.3f}" for entry in reading.top3)
-    flag = "  (unsure)" if reading.unsure else ""
-    return f"{reading.file}: {reading.class_name} (confidence {reading.confidence:.3f}; top-3 {top}){flag}"
+    return 1 if any(is_failure(reading) for reading in readings) else 0
 
 
 def run_show(arguments) -> int:

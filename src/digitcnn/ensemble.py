@@ -32,6 +32,9 @@ def ensemble_of(models: list) -> Ensemble:
     config = ModelConfig(
         arch="ensemble", members=members, input_mean=first.input_mean, input_std=first.input_std, **shared
     )
+    thresholds = [model.config.not_a_digit_threshold for model in models]
+    if None not in thresholds:  # until `evaluate --report` chooses the ensemble's own on validation
+        config.not_a_digit_threshold = float(sum(thresholds) / len(thresholds))
     return Ensemble(config, models)
 
 

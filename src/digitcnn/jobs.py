@@ -13,7 +13,8 @@ from .data import class_names, load_data
 from .errors import DigitcnnError
 from .inference import evaluate, predict
 from .models import INPUT_STATISTICS, build_model
-from .runs import CHECKPOINT_FILE
+from .rejection import NOT_A_DIGIT, REJECT, calibrate, flagged, rejects, training_nondigits
+from .runs import CHECKPOINT_FILE, WEIGHTS_FILE, save_model_file
 from .train import fit
 
 FIGURE_FILE = "predictions.png"
@@ -42,7 +43,9 @@ def train_run(
     """Trains into run folder `out` and returns its results (also written to config.json["results"]). `overrides`
     are TrainConfig knobs on top of the architecture's recipe.
 
-    With resume=True everything (architecture, data, recipe) comes from the folder's config.json."""
+    With the `reject` knob, a digit model learns a last class, "not a digit", from generated non-digits, and its
+    threshold is chosen on the validation split. With resume=True everything (architecture, data, recipe) comes
+    from the folder's config.json."""
     distributed.setup()
     out = Path(out)
     overrides = {key: value for key, value in overrides.items() if value is not None}
@@ -65,9 +68,22 @@ def train_run(
     if not resume:
         names = class_names(data.dataset) if data.path is None else [str(label) for label in range(10)]
         mean, std = INPUT_STATISTICS[data.dataset if data.path is None else "mnist"]
+        rejection = {}
+        if train_config.reject:
+            if data.path is None and data.dataset != "mnist":
+                raise DigitcnnError(f"--reject is for digits (mnist or your own data), not {data.dataset}")
+            names = [*names, NOT_A_DIGIT]
+            rejection = {"num_classes": len(names), "not_a_digit_threshold": REJECT.threshold_floor}
         # The initial weights come from the run's seed too, so the same command gives the same model.
         torch.manual_seed(train_config.seed)
-        model = build_model(arch, activation, class_names=names, dataset=data.dataset, input_mean=mean, input_std=std)
+        model = build_model(arch, activation, class_names=names, dataset=data.dataset, input_mean=mean, input_std=std,
+                            **rejection)  # fmt: skip
+    # Not a digit: generated non-digits made from the training part only join training; the threshold is chosen
+    # on the validation split (its digits and held-in non-digits) once the weights are final.
+    split_at = len(x_train) - int(len(x_train) * data.validation_split)
+    nondigits = None
+    if rejects(model.config):
+        nondigits = training_nondigits(x_train[:split_at], y_train[:split_at], train_config.seed)
     history = fit(
         model,
         x_train,
@@ -78,7 +94,13 @@ def train_run(
         resume=resume,
         verbose=verbose,
         device=device,
+        nondigits=nondigits,
     )
+    facts = {}
+    if rejects(model.config) and split_at < len(x_train):
+        facts = calibrate(model, x_train[split_at:], y_train[split_at:])
+        if distributed.is_main():
+            save_model_file(model, out / WEIGHTS_FILE)  # finish_run writes its config, threshold and all
     results = finish_run(
         model,
         out,
@@ -86,6 +108,7 @@ def train_run(
         y_test,
         train_seconds=round(history.seconds, 2),
         final_val_accuracy=(history.history.get("val_accuracy") or [None])[-1],
+        **facts,
     )
     if verbose and distributed.is_main():
         print(f"trained {model.config.arch} in {history.seconds:.1f} s", file=sys.stderr)
@@ -97,6 +120,8 @@ def finish_run(model, out: Path, x_test, y_test, **facts) -> dict:
     the figure."""
     test_loss, test_accuracy = evaluate(model, x_test, y_test)
     results = {"test_loss": test_loss, "test_accuracy": test_accuracy, **facts}
+    if rejects(model.config):  # the share of test digits answered "not a digit"
+        results["test_digits_flagged"] = float(flagged(predict(model, x_test), model.config).mean())
     if distributed.is_main():
         update_run_config(out, model=model.config, results=results)
         from .plots import plot_predictions  # matplotlib, only once a run has finished

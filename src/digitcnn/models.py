@@ -31,6 +31,9 @@ class ModelConfig:
     input_std: float = INPUT_STATISTICS["mnist"][1]
     # Softmax temperature fitted on the validation split (`digitcnn evaluate --report`); 1.0 means not fitted.
     temperature: float = 1.0
+    # With a last "not a digit" class (rejection.py): the probability of it from which a reading says so, chosen
+    # on the validation split. None: a model without that class (the default, and every model before it).
+    not_a_digit_threshold: float | None = None
     # For arch "ensemble": each member's ModelConfig as a dict.
     members: list[dict] | None = None
 

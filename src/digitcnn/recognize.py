@@ -11,6 +11,7 @@ import numpy as np
 from .errors import ImageError, NoDigitError
 from .inference import predict
 from .preprocess import load_image, preprocess
+from .rejection import NOT_A_DIGIT, digit_probabilities, rejects
 
 # Below this top-class probability the answer is flagged unsure. A calibrated model that says 0.7 is right
 # about 70% of the time; we would rather say "not sure" than be wrong that often.
@@ -28,12 +29,14 @@ class Reading:
     top3: list[dict] | None = None
     unsure: bool = True
     error: str | None = None
+    not_a_digit: float | None = None  # the probability behind "not a digit"; None for a model without that output
     input: np.ndarray | None = dataclasses.field(default=None, repr=False)  # the 28x28 the model saw
     original: object | None = dataclasses.field(default=None, repr=False)  # the decoded image, for --show
     failure: Exception | None = dataclasses.field(default=None, repr=False)  # what `error` says, for the server
 
     def as_dict(self) -> dict:
-        fields = ("file", "label", "class_name", "confidence", "probabilities", "top3", "unsure", "error")
+        fields = ("file", "label", "class_name", "confidence", "probabilities", "top3", "unsure", "error",
+                  "not_a_digit")
         return {name: getattr(self, name) for name in fields}
 
 
@@ -58,11 +61,15 @@ def read_images(model, sources: list, names: list[str] | None = None, keep_origi
         probabilities = predict(model, np.stack(inputs))
         answered = (reading for reading in readings if reading.input is not None)
         for reading, row in zip(answered, probabilities, strict=True):
-            fill(reading, row, model.config.class_names)
+            fill(reading, row, model.config)
     return readings
 
 
-def fill(reading: Reading, probabilities: np.ndarray, class_names: list[str]) -> None:
+def fill(reading: Reading, probabilities: np.ndarray, config) -> None:
+    """The answer from one row of predict's probabilities: the ten digits' (the "not a digit" class apart), the
+    top digit, and whether to trust it."""
+    class_names = config.class_names
+    probabilities, not_a_digit = digit_probabilities(probabilities, config)
     order = np.argsort(probabilities)[::-1]
     reading.label = int(order[0])
     reading.class_name = class_names[reading.label]
@@ -70,6 +77,41 @@ def fill(reading: Reading, probabilities: np.ndarray, class_names: list[str]) ->
     reading.probabilities = [round(float(value), 6) for value in probabilities]
     reading.top3 = [{"label": int(index), "probability": round(float(probabilities[index]), 6)} for index in order[:3]]
     reading.unsure = reading.confidence < UNSURE_BELOW
+    if not_a_digit is not None:
+        reading.not_a_digit = round(float(not_a_digit), 6)
+        if not_a_digit >= config.not_a_digit_threshold:
+            reading.label = reading.class_name = reading.confidence = None
+            reading.unsure, reading.error = True, NOT_A_DIGIT
+
+
+def is_failure(reading: Reading) -> bool:
+    """Whether the image could not be read: "no digit found" and "not a digit" are answers about the image."""
+    return reading.error is not None and reading.error not in ("no digit found", NOT_A_DIGIT)
+
+
+def csv_rows(readings: list[Reading], config) -> list[list]:
+    """`predict --csv`: a header, then one row per reading; the ten digits' probabilities, then "not a digit"'s
+    (empty for a model without that output)."""
+    digits = config.num_classes - (1 if rejects(config) else 0)
+    rows = [["file", "label", "confidence", "unsure", "error"] + [f"p{i}" for i in range(digits)] + ["not_a_digit"]]
+    for reading in readings:
+        rows.append(
+            [reading.file, reading.label, reading.confidence, reading.unsure, reading.error or ""]
+            + (reading.probabilities or [""] * digits)
+            + ["" if reading.not_a_digit is None else reading.not_a_digit]
+        )
+    return rows
+
+
+def describe(reading: Reading) -> str:
+    """`predict`'s plain line for one reading."""
+    if reading.error == NOT_A_DIGIT:
+        return f"{reading.file}: {NOT_A_DIGIT} (probability {reading.not_a_digit:.3f})"
+    if reading.error:
+        return f"{reading.file}: {reading.error}"
+    top = ", ".join(f"{entry['label']} {entry['probability']:.3f}" for entry in reading.top3)
+    flag = "  (unsure)" if reading.unsure else ""
+    return f"{reading.file}: {reading.class_name} (confidence {reading.confidence:.3f}; top-3 {top}){flag}"
 
 
 def expand_paths(arguments: list[str]) -> list[str]:

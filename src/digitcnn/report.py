@@ -25,6 +25,7 @@ from .metrics import (
     softmax,
 )
 from .pixels import IMAGE_SHAPE
+from .rejection import rejects, threshold_facts, with_validation_nondigits
 from .runs import WEIGHTS_FILE, model_results, read_history, save_model, save_model_file
 
 MISTAKES_SHOWN = 24  # four rows of six: enough to see a pattern, few enough to read every one
@@ -46,7 +47,8 @@ def validation_slice(x_train, y_train, split: float):
 def build_report(model, test, validation, out, history_rows=None) -> dict:
     """Computes every number, draws every figure into `out`, writes metrics.json, report.md and report.html,
     and returns the metrics. `test` and `validation` are (images, labels); validation may be None (no split),
-    in which case no temperature is fitted."""
+    in which case no temperature is fitted. A model with the "not a digit" output is fitted on held-in non-digits
+    beside the validation digits, and its threshold is chosen again at the fitted temperature."""
     out = Path(out)
     x_test, y_test = test
     labels = np.asarray(y_test, dtype=np.int64)
@@ -62,6 +64,8 @@ def build_report(model, test, validation, out, history_rows=None) -> dict:
     calibration["test_ece_before"] = expected_calibration_error(test_before, labels, CALIBRATION_BINS)
     temperature = None
     if validation is not None and len(validation[1]):
+        if rejects(model.config):  # fitted off the digits too: held-in non-digits join them
+            validation = with_validation_nondigits(*validation, model.config.num_classes)
         validation_logits = predict_logits(model, validation[0])
         validation_labels = np.asarray(validation[1], dtype=np.int64)
         temperature = fit_temperature(validation_logits, validation_labels)
@@ -73,6 +77,8 @@ def build_report(model, test, validation, out, history_rows=None) -> dict:
             "validation_ece_after": expected_calibration_error(softmax(validation_logits, temperature),
                                                                validation_labels, CALIBRATION_BINS),
         }  # fmt: skip
+        if rejects(model.config):  # the threshold follows the temperature
+            calibration |= threshold_facts(validation_logits, validation_labels, temperature)
     test_after = softmax(logits, temperature or 1.0)
     calibration["test_ece_after"] = expected_calibration_error(test_after, labels, CALIBRATION_BINS)
 
@@ -141,6 +147,12 @@ def summary_lines(metrics: dict) -> list[str]:
         )
     else:
         lines.append(f"test ECE {calibration['test_ece_before']:.2%} (no validation split: no temperature fitted)")
+    if "not_a_digit_threshold" in calibration:
+        lines.append(
+            f"\"not a digit\" from probability {calibration['not_a_digit_threshold']:.3f}: it flags "
+            f"{calibration['validation_digits_flagged']:.2%} of validation digits and "
+            f"{calibration['validation_nondigits_flagged']:.2%} of validation non-digits"
+        )
     return lines
 
 
@@ -210,11 +222,14 @@ def self_contained_html(metrics: dict, folder: Path) -> str:
     )
 
 
-def store_temperature(model, source, temperature: float) -> str:
-    """Saves the fitted temperature with the model, so `predict` (CLI, API, server) uses it from now on.
-    Returns where it went. Exported .onnx files carry the temperature they were exported with."""
+def store_temperature(model, source, temperature: float, not_a_digit_threshold: float | None = None) -> str:
+    """Saves the fitted temperature (and the "not a digit" threshold chosen at it) with the model, so `predict`
+    (CLI, API, server) uses them from now on. Returns where they went. Exported .onnx files carry the ones they
+    were exported with."""
     path = Path(source)
     model.config = dataclasses.replace(model.config, temperature=float(temperature))
+    if not_a_digit_threshold is not None:
+        model.config = dataclasses.replace(model.config, not_a_digit_threshold=float(not_a_digit_threshold))
     if path.is_dir():
         save_model(model, path)
         return str(path / WEIGHTS_FILE)

@@ -130,6 +130,7 @@ def fit(
     resume: bool = False,
     verbose: bool = True,
     device: str | None = None,
+    nondigits=None,
     **overrides,
 ) -> History:
     """Trains `model` in place on images `x` (uint8 or [0, 1] floats) and labels `y` (indices or one-hot).
@@ -137,7 +138,8 @@ def fit(
     Knobs not given come from the architecture's recipe (`RECIPES`); the validation split from `data` (what x and
     y are, recorded in the run folder), else DataConfig's. With `run_dir`, the run's config is written there
     first, and every epoch a checkpoint, history.csv and model.safetensors; `resume=True` continues from the
-    checkpoint. Under torchrun each process trains on its own shard of every epoch (DistributedDataParallel)."""
+    checkpoint. Under torchrun each process trains on its own shard of every epoch (DistributedDataParallel).
+    `nondigits` (images) join the training part as the model's last class, "not a digit" (rejection.py)."""
     given = {"batch_size": batch_size, "epochs": epochs, "seed": seed, **overrides}
     given = {key: value for key, value in given.items() if value is not None}
     config = recipe(model.config.arch, **{**(dataclasses.asdict(config) if config else {}), **given})
@@ -154,6 +156,10 @@ def fit(
     model.to(target)
     train_images, train_labels = images[:split_at].to(target), labels[:split_at].to(target)
     validation = (images[split_at:], labels[split_at:]) if split_at < len(images) else None
+    if nondigits is not None:
+        extra = as_pixels(nondigits, keep_uint8=train_images.dtype == torch.uint8).to(target)
+        extra_labels = torch.full((len(extra),), model.config.num_classes - 1, dtype=train_labels.dtype, device=target)
+        train_images, train_labels = torch.cat([train_images, extra]), torch.cat([train_labels, extra_labels])
 
     world_size = distributed.world_size()
     torch.manual_seed(config.seed)
@@ -167,7 +173,7 @@ def fit(
     start_epoch, elapsed_before = 0, 0.0
     if resume:
         tensors, state = load_checkpoint(run_dir)
-        if state["config"] != settings:
+        if {"reject": False, **state["config"]} != settings:  # checkpoints from before `reject` lack it
             raise ModelError(f"the checkpoint in {run_dir} was made with another configuration; resume with no options")
         restore_checkpoint(tensors, model, average, optimizer, generator, state["param_groups"])
         start_epoch, rows, elapsed_before = state["epoch"], state["history"], state["seconds"]

@@ -100,7 +100,8 @@ async function send(blob, name) {
 
 function show(answer) {
   if (answer.label === null) {
-    showBlank(answer.error === "no digit found" ? "No digit found" : answer.error);
+    const messages = { "no digit found": "No digit found", "not a digit": "That doesn't look like a digit" };
+    showBlank(messages[answer.error] || answer.error);
     return;
   }
   labelView.textContent = answer.class_name;

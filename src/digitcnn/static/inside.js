@@ -58,7 +58,8 @@
       const answer = await response.json();
       if (mine !== ticket) return;
       if (!response.ok) return clear(answer.error || `error ${response.status}`);
-      if (answer.label === null) return clear(answer.error === "no digit found" ? "No digit found" : answer.error);
+      const messages = { "no digit found": "No digit found", "not a digit": "That doesn't look like a digit" };
+      if (answer.label === null) return clear(messages[answer.error] || answer.error);
       show(answer);
     } catch (error) {
       if (mine === ticket) clear("The server did not answer");

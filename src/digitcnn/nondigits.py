@@ -1,0 +1,331 @@
+"""Generated non-digits, the examples the model's "not a digit" output learns from: pen scribbles and dashes,
+shapes, letters and symbols in DejaVu fonts, training digits cut in half, two or three training digits side by
+side or overlapping, ink blobs, and paper texture. Each is drawn large and framed as `preprocess` frames a clean
+image (cropped to its ink, strokes brought to MNIST's width, scaled into the 20-px box, centred by mass), so it
+looks like what the model sees at inference. A pool is made once per training seed and cached."""
+
+import hashlib
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+from .errors import NoDigitError
+from .files import atomic_path
+from .preprocess import normalize_strokes, place_in_frame, preprocess
+
+CANVAS = 128  # pixels each non-digit is drawn on: large enough that a 1-MNIST-pixel pen is several pixels wide
+GENERATOR_VERSION = 2  # part of the cache's file name: bump it whenever a drawing below changes
+# Characters that are, or are often written like, a digit: O o Q D and 0, I l i j | ! and 1, Z z and 2, S s and 5,
+# b G and 6, B and 8, g q and 9, plus brackets and strokes that frame as a lone bar. They are neither taught as
+# non-digits nor counted in the benchmark's letter families: a model that flags them would flag digits too.
+DIGIT_LIKE = set("0123456789OoQDIlij|!ZzSsbGBgq()[]{}/\\'`,.:;\"§ßθσδρζοι")
+LATIN = [c for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz" if c not in DIGIT_LIKE]
+SYMBOLS = [c for c in "#$%&*+=?@<>~^-_€£¥¶©®µæÆøπλΓΔΛΞΠΣΦΨΩαβγεημξτφχψω" if c not in DIGIT_LIKE]
+FONT_FOLDER = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+# matplotlib's copy of DejaVu, so every install draws the same letters. matplotlib's other fonts (STIX, Computer
+# Modern) are held out: the benchmark reads letters in them, never the training.
+# (Its two Display fonts hold only a few glyphs and draw most letters blank.)
+TRAINING_FONTS = sorted(str(path) for path in FONT_FOLDER.glob("DejaVu*.ttf") if "Display" not in path.name)
+TEXTURE_SIDE = 64  # paper is read by the whole `preprocess`, 4x cheaper on 64x64 than on the canvas
+FONT_SIZE = 80  # points; a glyph's ink is then 40-100 px on the canvas
+
+# Share of each family in a pool, chosen on the validation split (benchmarks/not_a_digit.py reads each).
+FAMILY_WEIGHTS = {"scribble": 0.14, "dash": 0.05, "shape": 0.10, "outline": 0.08, "letter": 0.22, "cut digit": 0.14,
+                  "digits side by side": 0.17, "blob": 0.06, "texture": 0.04}  # fmt: skip
+
+
+def framed(ink: np.ndarray) -> np.ndarray | None:
+    """A clean drawing (float, ink 1 on 0) -> the 28x28 `preprocess` makes of it; None when there is no ink."""
+    rows, columns = np.flatnonzero(ink.max(axis=1) > 0.1), np.flatnonzero(ink.max(axis=0) > 0.1)
+    if len(rows) == 0:
+        return None
+    crop = ink[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1]
+    return place_in_frame(normalize_strokes(crop / max(float(crop.max()), 1e-6)))
+
+
+def canvas() -> tuple[Image.Image, ImageDraw.ImageDraw]:
+    image = Image.new("L", (CANVAS, CANVAS), 0)
+    return image, ImageDraw.Draw(image)
+
+
+def as_ink(image: Image.Image) -> np.ndarray:
+    return np.asarray(image, dtype=np.float32) / 255
+
+
+def pen(rng: np.random.Generator) -> int:
+    return int(rng.integers(3, 14))  # 0.5-2.2 MNIST pixels at a 90-px drawing; normalize_strokes evens them out
+
+
+def random_walk(rng: np.random.Generator, points: int, step: tuple[float, float] = (12, 40)) -> list[tuple]:
+    """A pen path that turns a little at every point: scribbles, loops and zigzags."""
+    position = rng.uniform(30, CANVAS - 30, 2)
+    heading = rng.uniform(0, 2 * np.pi)
+    path = [tuple(position)]
+    for _ in range(points - 1):
+        heading += rng.normal(0, 1.3)
+        position = np.clip(position + rng.uniform(*step) * np.array([np.cos(heading), np.sin(heading)]), 8, CANVAS - 8)
+        path.append(tuple(position))
+    return path
+
+
+def scribble(rng, digits, labels) -> np.ndarray:
+    """One to three strokes of four or more points: never a single line (a slanted line is a 1)."""
+    image, draw = canvas()
+    for _ in range(int(rng.integers(1, 4))):
+        draw.line(random_walk(rng, int(rng.integers(4, 12))), fill=255, width=pen(rng), joint="curve")
+    return as_ink(image)
+
+
+def dash(rng, digits, labels) -> np.ndarray:
+    """A dash, an equals sign, a tilde or a dot: marks that frame as a bar or a blob, never as an upright 1."""
+    image, draw = canvas()
+    kind = rng.integers(4)
+    angle = rng.uniform(-0.5, 0.5)  # within ~30 degrees of horizontal
+    length = rng.uniform(40, 110)
+    centre = rng.uniform(40, CANVAS - 40, 2)
+    direction = np.array([np.cos(angle), np.sin(angle)]) * length / 2
+    width = pen(rng)
+    if kind == 0:
+        draw.line([tuple(centre - direction), tuple(centre + direction)], fill=255, width=width)
+    elif kind == 1:
+        for offset in (-1, 1):
+            shift = np.array([0, offset * rng.uniform(8, 20)])
+            draw.line([tuple(centre - direction + shift), tuple(centre + direction + shift)], fill=255, width=width)
+    elif kind == 2:
+        x = np.linspace(-1, 1, 24)
+        points = np.stack([centre[0] + x * length / 2, centre[1] + np.sin(x * np.pi * rng.uniform(1, 2.5)) * 10], 1)
+        draw.line([tuple(point) for point in points], fill=255, width=width, joint="curve")
+    else:
+        radius = rng.uniform(4, 14)
+        draw.ellipse([*(centre - radius), *(centre + radius)], fill=255)
+    return as_ink(image)
+
+
+def shape(rng, digits, labels) -> np.ndarray:
+    """Triangles, irregular polygons, wide boxes, crosses, grids, outlined or filled. No ellipse or tall box:
+    those are how people write 0."""
+    image, draw = canvas()
+    kind = rng.integers(5)
+    width, filled = pen(rng), rng.random() < 0.25
+    centre = rng.uniform(50, CANVAS - 50, 2)
+    if kind <= 1:  # a triangle or an irregular quadrilateral or pentagon
+        sides = 3 if kind == 0 else int(rng.integers(4, 6))
+        angles = np.sort(rng.uniform(0, 2 * np.pi, sides))
+        radii = rng.uniform(25, 55, sides)
+        points = [tuple(centre + r * np.array([np.cos(a), np.sin(a)])) for a, r in zip(angles, radii, strict=True)]
+        draw.polygon(points, fill=255 if filled else None, outline=255, width=width)
+    elif kind == 2:  # a box wider than tall
+        half_width, half_height = rng.uniform(30, 55), rng.uniform(12, 30)
+        box = [centre[0] - half_width, centre[1] - half_height, centre[0] + half_width, centre[1] + half_height]
+        draw.rectangle(box, fill=255 if filled else None, outline=255, width=width)
+    elif kind == 3:  # a plus or a cross
+        angle = rng.choice([0.0, np.pi / 4]) + rng.normal(0, 0.15)
+        for turn in (0, np.pi / 2):
+            direction = np.array([np.cos(angle + turn), np.sin(angle + turn)]) * rng.uniform(25, 50)
+            draw.line([tuple(centre - direction), tuple(centre + direction)], fill=255, width=width)
+    else:  # a grid of two or three lines each way
+        count, spread = int(rng.integers(2, 4)), rng.uniform(40, 90)
+        for offset in np.linspace(-spread / 2, spread / 2, count):
+            draw.line([(centre[0] + offset, 15), (centre[0] + offset + rng.normal(0, 6), CANVAS - 15)], fill=255,
+                      width=width)  # fmt: skip
+            draw.line([(15, centre[1] + offset), (CANVAS - 15, centre[1] + offset + rng.normal(0, 6))], fill=255,
+                      width=width)  # fmt: skip
+    return as_ink(image)
+
+
+def outline(rng, digits, labels) -> np.ndarray:
+    """A closed curve that is not a 0: dented (a cloud, a flower, a leaf) or a ring with a mark inside it (a dot,
+    a plus, a cross). A 0 is a plain oval, empty inside; an 8 is a pinched one, so no curve here has two lobes."""
+    image, draw = canvas()
+    width = pen(rng)
+    centre, radius = rng.uniform(55, CANVAS - 55, 2), rng.uniform(30, 48)
+    angles = np.linspace(0, 2 * np.pi, 90)
+    if rng.random() < 0.6:
+        lobes = int(rng.integers(3, 7))
+        bumps = 1 + rng.uniform(0.15, 0.35) * np.cos(lobes * angles + rng.uniform(0, 2 * np.pi))
+        bumps = bumps + rng.uniform(0, 0.1) * np.cos((lobes + 1) * angles + rng.uniform(0, 2 * np.pi))
+        stretch = rng.uniform(0.8, 1.25)
+        points = np.stack([centre[0] + radius * bumps * np.cos(angles) * stretch,
+                           centre[1] + radius * bumps * np.sin(angles)], 1)  # fmt: skip
+        draw.line([tuple(point) for point in points], fill=255, width=width, joint="curve")
+        return as_ink(image)
+    stretch = rng.uniform(0.85, 1.2)
+    box = [centre[0] - radius * stretch, centre[1] - radius, centre[0] + radius * stretch, centre[1] + radius]
+    draw.ellipse(box, outline=255, width=width)
+    mark = rng.integers(3)
+    if mark == 0:
+        dot = rng.uniform(4, 10)
+        draw.ellipse([*(centre - dot), *(centre + dot)], fill=255)
+    else:
+        reach = radius * rng.uniform(0.5, 1.0)
+        angle = (0.0 if mark == 1 else np.pi / 4) + rng.normal(0, 0.1)
+        for turn in (0, np.pi / 2):
+            direction = np.array([np.cos(angle + turn), np.sin(angle + turn)]) * reach
+            draw.line([tuple(centre - direction), tuple(centre + direction)], fill=255, width=width)
+    return as_ink(image)
+
+
+_fonts: dict[str, ImageFont.FreeTypeFont] = {}
+
+
+def glyph(character: str, font_path: str, rng: np.random.Generator | None = None) -> np.ndarray:
+    """`character` in the font, ink 1 on 0, optionally turned up to 15 degrees and slanted."""
+    if font_path not in _fonts:
+        _fonts[font_path] = ImageFont.truetype(font_path, FONT_SIZE)
+    image, draw = canvas()
+    draw.text((CANVAS / 2, CANVAS / 2), character, fill=255, font=_fonts[font_path], anchor="mm")
+    if rng is not None:
+        shear = rng.uniform(-0.25, 0.25)
+        image = image.transform(image.size, Image.Transform.AFFINE, (1, shear, -shear * CANVAS / 2, 0, 1, 0),
+                                resample=Image.Resampling.BILINEAR)  # fmt: skip
+        image = image.rotate(rng.uniform(-15, 15), resample=Image.Resampling.BILINEAR)
+    return as_ink(image)
+
+
+def letter(rng, digits, labels) -> np.ndarray:
+    characters = LATIN if rng.random() < 0.7 else SYMBOLS
+    return glyph(characters[rng.integers(len(characters))], TRAINING_FONTS[rng.integers(len(TRAINING_FONTS))], rng)
+
+
+def enlarged(digit: np.ndarray, factor: float = 4.0) -> np.ndarray:
+    """A 28x28 uint8 digit cropped to its ink and scaled up, as float ink."""
+    rows, columns = np.flatnonzero(digit.max(axis=1) > 0), np.flatnonzero(digit.max(axis=0) > 0)
+    crop = np.ascontiguousarray(digit[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1])
+    size = (max(1, round(crop.shape[1] * factor)), max(1, round(crop.shape[0] * factor)))
+    return as_ink(Image.fromarray(crop).resize(size, Image.Resampling.BILINEAR))
+
+
+def has_hole(ink: np.ndarray) -> bool:
+    """Whether the ink encloses a hole (a loop frames like a 0), found by flooding the background from outside."""
+    mask = Image.fromarray(np.pad((ink > 0.3).astype(np.uint8) * 255, 2)).copy()  # its own pixels, not the array's
+    ImageDraw.floodfill(mask, (0, 0), 128)
+    return (np.asarray(mask) == 0).sum() > 0.02 * ink.size
+
+
+def cut_digit(rng, digits, labels) -> np.ndarray | None:
+    """The part of a training digit on one side of a cut that holds 25-50% of its ink: cut down the middle
+    (what a segmentation search does) or across. A piece that is a bar (a 4's stem frames as a 1) or that
+    encloses a loop (the top of a 9 frames as a 0) is refused: None."""
+    digit = digits[rng.integers(len(digits))]
+    axis = 0 if rng.random() < 0.7 else 1  # the axis the ink is summed along: 0 gives a column profile
+    profile = np.cumsum(digit.astype(np.float64).sum(axis=axis))
+    share = rng.uniform(0.25, 0.5)
+    from_start = rng.random() < 0.5
+    position = int(np.searchsorted(profile, share * profile[-1] if from_start else (1 - share) * profile[-1]))
+    kept = np.arange(len(profile)) <= position if from_start else np.arange(len(profile)) >= position
+    piece = digit * (kept[None, :] if axis == 0 else kept[:, None]).astype(np.uint8)
+    ink = piece > 76
+    if ink.sum() < 12 or is_bar(ink.astype(np.float32)) or has_hole(piece.astype(np.float32) / 255):
+        return None
+    return enlarged(piece)
+
+
+def side_by_side(rng, digits, labels) -> np.ndarray:
+    """Two or three training digits in a row: apart, touching or overlapping by up to half a digit."""
+    count = 2 if rng.random() < 0.75 else 3
+    picks = rng.integers(len(digits), size=count)
+    pieces = [enlarged(digits[index], 4.0 * rng.uniform(0.8, 1.15)) for index in picks]
+    has_one = bool((labels[picks] == 1).any())
+    height = max(piece.shape[0] for piece in pieces) + 40
+    width = sum(piece.shape[1] for piece in pieces) + 80 * count
+    page = np.zeros((height, width), dtype=np.float32)
+    x = 20
+    for piece in pieces:
+        y = int(np.clip((height - piece.shape[0]) / 2 + rng.normal(0, 6), 0, height - piece.shape[0]))
+        page[y : y + piece.shape[0], x : x + piece.shape[1]] = np.maximum(
+            page[y : y + piece.shape[0], x : x + piece.shape[1]], piece
+        )
+        # A 1 overlapping another digit reads as that digit's stroke: ones keep a gap.
+        gap = rng.uniform(0.05, 0.3) if has_one else rng.uniform(-0.5, 0.3)
+        x = max(0, x + piece.shape[1] + int(gap * piece.shape[1]))
+    return page
+
+
+def blob(rng, digits, labels) -> np.ndarray:
+    """Ink blots: overlapping filled ellipses, with or without droplets."""
+    image, draw = canvas()
+    centre = rng.uniform(45, CANVAS - 45, 2)
+    for _ in range(int(rng.integers(1, 5))):
+        offset, radii = rng.normal(0, 12, 2), rng.uniform(8, 30, 2)
+        draw.ellipse([*(centre + offset - radii), *(centre + offset + radii)], fill=255)
+    for _ in range(int(rng.integers(0, 6))):
+        spot, radius = centre + rng.normal(0, 35, 2), rng.uniform(2, 7)
+        draw.ellipse([*(spot - radius), *(spot + radius)], fill=255)
+    return as_ink(image)
+
+
+def texture(rng, digits, labels) -> np.ndarray | None:
+    """Paper with grain, smudges, ruled lines or cross-hatching, read by the whole `preprocess` (which finds no
+    digit in most of them: those come back None)."""
+    side = TEXTURE_SIDE
+    grey = 0.85 + rng.normal(0, rng.uniform(0.01, 0.08), (side, side))
+    smudge = Image.fromarray((rng.random((side // 8, side // 8)) * 255).astype(np.uint8))
+    smudge = as_ink(smudge.resize((side, side), Image.Resampling.BICUBIC).filter(ImageFilter.GaussianBlur(3)))
+    grey -= rng.uniform(0, 0.6) * np.clip(smudge - rng.uniform(0.4, 0.7), 0, None)
+    if rng.random() < 0.5:
+        spacing, thickness = int(rng.integers(10, 30)), int(rng.integers(1, 4))
+        for start in range(int(rng.integers(0, spacing)), side, spacing):
+            grey[start : start + thickness] -= 0.35
+            if rng.random() < 0.3:
+                grey[:, start : start + thickness] -= 0.35
+    try:
+        return preprocess(np.clip(grey, 0, 1).astype(np.float32))
+    except NoDigitError:
+        return None
+
+
+def is_bar(ink: np.ndarray) -> bool:
+    """Ink over twice as tall as wide: it frames as a 1."""
+    rows, columns = np.flatnonzero(ink.max(axis=1) > 0.3), np.flatnonzero(ink.max(axis=0) > 0.3)
+    return len(rows) > 0 and len(rows) > 2 * len(columns)
+
+
+FAMILIES = {"scribble": scribble, "dash": dash, "shape": shape, "outline": outline, "letter": letter,
+            "cut digit": cut_digit, "digits side by side": side_by_side, "blob": blob, "texture": texture}  # fmt: skip
+
+
+def draw_family(family: str, rng, digits, labels, attempts: int = 20) -> np.ndarray:
+    """One framed 28x28 float non-digit of `family`; families that refuse a drawing are asked again."""
+    for _ in range(attempts):
+        drawing = FAMILIES[family](rng, digits, labels)
+        if drawing is None:
+            continue
+        if family in ("scribble", "shape") and is_bar(drawing):  # cut digits refuse their own bars
+            continue
+        image = drawing if drawing.shape == (28, 28) else framed(drawing)
+        if image is not None:
+            return image
+    return framed(scribble(rng, digits, labels))
+
+
+def generate(count: int, digits: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarray:
+    """`count` non-digits (uint8, N x 28 x 28, ink bright), families mixed by FAMILY_WEIGHTS; the cut and paired
+    digits come from `digits` only (pass the training part, never validation or test digits)."""
+    rng = np.random.default_rng([seed, GENERATOR_VERSION])
+    names = list(FAMILY_WEIGHTS)
+    weights = np.array([FAMILY_WEIGHTS[name] for name in names])
+    chosen = rng.choice(len(names), size=count, p=weights / weights.sum())
+    labels = np.asarray(labels)
+    images = [draw_family(names[index], rng, digits, labels) for index in chosen]
+    return (np.stack(images) * 255).round().astype(np.uint8) if images else np.zeros((0, 28, 28), np.uint8)
+
+
+def cached_pool(count: int, digits: np.ndarray, labels: np.ndarray, seed: int, folder: Path) -> np.ndarray:
+    """`generate`, kept in `folder` under a name made of its arguments, so a second run with the same seed and
+    digits costs a file read."""
+    digest = hashlib.sha256(np.ascontiguousarray(digits).tobytes()).hexdigest()[:16]
+    path = Path(folder) / f"nondigits-v{GENERATOR_VERSION}-{count}-{seed}-{digest}.npz"
+    if path.exists():
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                images = archive["images"]
+            if images.shape == (count, 28, 28) and images.dtype == np.uint8:
+                return images
+        except (OSError, ValueError, KeyError):
+            pass  # unreadable: made again below
+    images = generate(count, digits, labels, seed)
+    with atomic_path(path) as temporary:
+        np.savez_compressed(temporary, images=images)
+    return images
