@@ -10,8 +10,9 @@ and cut in half. Held-in: the generator's own families at a seed training never 
 Digits: MNIST's test set as the model sees it (no file), and the `benchmarks.user_style` renders of test digits.
 Goals (issue 16): >= 90% of every held-out family flagged, <= 1% of digits flagged. Deterministic for a seed.
 
-    .venv/bin/python -m benchmarks.not_a_digit                  # the shipped model
-    .venv/bin/python -m benchmarks.not_a_digit --model runs/X   # a run folder
+    .venv/bin/python -m digitcnn train --reject --out runs/reject   # rejection is opt-in (TrainConfig.reject)
+    .venv/bin/python -m benchmarks.not_a_digit --model runs/reject  # a run folder
+    .venv/bin/python -m benchmarks.not_a_digit                  # the shipped model (no "not a digit" output)
     .venv/bin/python -m benchmarks.not_a_digit --tiny           # the CI smoke run
 """
 

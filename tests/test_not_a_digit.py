@@ -1,28 +1,28 @@
-"""Not a digit: a letter, a scribble and a shape come back "not a digit" through the real CLI and HTTP API with the
-shipped model; MNIST test digits are not flagged; models trained before the "not a digit" output answer as
-they always did."""
+"""Not a digit, opt-in (`digitcnn train --reject`): a model trained with it answers "not a digit" through the real
+CLI and HTTP API with the exact fields; MNIST test digits are not flagged; models without the output (the shipped
+one, every default run) answer as they always did."""
 
+import dataclasses
 import io
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw, ImageFont
 
-from digitcnn.cli import main
+from digitcnn.cli import build_parser, main
+from digitcnn.config import RECIPES, TrainConfig, read_run_config
+from digitcnn.ensemble import ensemble_of
 from digitcnn.inference import SHIPPED_MODEL, load_model, predict
 from digitcnn.nondigits import FONT_FOLDER, GENERATOR_VERSION, generate
-from digitcnn.rejection import NOT_A_DIGIT, choose_threshold, flagged, rejects
+from digitcnn.rejection import NOT_A_DIGIT, REJECT, choose_threshold, flagged, rejects
+from digitcnn.runs import save_model
 from digitcnn.serve import create_app
 
-FIXTURES = Path(__file__).parent / "fixtures"
-# The model shipped before "not a digit" (10 outputs, temperature fitted on digits only), kept as the example of
-# an old model file that must keep loading and answering.
-TEN_OUTPUT_MODEL = FIXTURES / "ten-output-model.safetensors"
 FIELDS = {"file", "label", "class_name", "confidence", "probabilities", "top3", "unsure", "error", "not_a_digit"}
+TRAINING_DIGITS = 3000  # --limit: 2,700 to train on, 300 to choose the threshold on
 
 
 def png(draw_on, size: int = 200) -> bytes:
@@ -57,82 +57,146 @@ def non_digit_files(tmp_path_factory):
     return folder
 
 
-def test_the_shipped_model_has_the_output_and_its_threshold():
-    model = load_model()
-    assert rejects(model.config) and model.config.class_names[-1] == NOT_A_DIGIT
-    assert model.config.num_classes == 11 and 0.5 <= model.config.not_a_digit_threshold < 1
+@pytest.fixture(scope="module")
+def rejecting_run(tmp_path_factory):
+    """One epoch of `fast` on the first 3,000 training digits with --reject, through the real CLI."""
+    out = tmp_path_factory.mktemp("runs") / "reject"
+    assert main(["train", "--reject", "--limit", str(TRAINING_DIGITS), "--epochs", "1", "--quiet", "--out", str(out)]) == 0
+    return out
 
 
-def test_a_letter_a_scribble_and_a_shape_are_not_digits_through_the_cli(non_digit_files, capsys):
+@pytest.fixture(scope="module")
+def everything_rejected(rejecting_run, tmp_path_factory):
+    """The rejecting run with its stored threshold set to 0: every image it reads is "not a digit". For the tests
+    of the plumbing (fields, exit codes, CSV, HTTP), which must not hang on a one-epoch model's judgement."""
+    out = tmp_path_factory.mktemp("runs") / "threshold-0"
+    shutil.copytree(rejecting_run, out)
+    model = load_model(out)
+    model.config = dataclasses.replace(model.config, not_a_digit_threshold=0.0)
+    save_model(model, out)
+    return out
+
+
+def test_rejection_is_off_by_default_and_a_default_run_has_ten_outputs(tmp_path):
+    assert TrainConfig().reject is False and not any(values.reject for values in RECIPES.values())
+    assert not hasattr(build_parser().parse_args(["train"]), "reject")  # left out: the recipe's False holds
+    assert build_parser().parse_args(["train", "--reject"]).reject is True
+    assert main(["train", "--limit", "1000", "--epochs", "1", "--quiet", "--out", str(tmp_path / "plain")]) == 0
+    plain = load_model(tmp_path / "plain")
+    assert not rejects(plain.config) and plain.config.num_classes == 10 and NOT_A_DIGIT not in plain.config.class_names
+    assert "test_digits_flagged" not in read_run_config(tmp_path / "plain").results
+
+
+def test_reject_is_for_digit_data_only(tmp_path, capsys):
+    arguments = ["train", "--reject", "--dataset", "fashion-mnist", "--out", str(tmp_path / "clothes")]
+    assert main(arguments) == 2
+    assert "--reject is for digits" in capsys.readouterr().err and not (tmp_path / "clothes").exists()
+
+
+def test_training_with_reject_adds_the_output_and_its_threshold(rejecting_run, mnist):
+    model = load_model(rejecting_run)
+    assert rejects(model.config) and model.config.class_names[-1] == NOT_A_DIGIT and model.config.num_classes == 11
+    assert REJECT.threshold_floor <= model.config.not_a_digit_threshold < 1
+    run = read_run_config(rejecting_run)
+    assert run.train.reject is True and run.model == model.config  # the weights file and config.json agree
+    assert run.results["not_a_digit_threshold"] == model.config.not_a_digit_threshold
+    assert run.results["validation_digits_flagged"] <= REJECT.digit_flag_budget + 1 / 300  # one of 300 over, at most
+    assert run.results["validation_nondigits_flagged"] > 0.5
+    # The one look at the test set counted the flagged test digits: the run's own 3,000.
+    _, (x_test, _) = mnist
+    flagged_test = flagged(predict(model, x_test[:TRAINING_DIGITS]), model.config).mean()
+    assert run.results["test_digits_flagged"] == pytest.approx(flagged_test)
+
+
+def test_mnist_test_digits_are_rarely_flagged_and_a_digit_file_answers_as_a_digit(rejecting_run, mnist, tmp_path,
+                                                                                    capsys):  # fmt: skip
+    _, (x_test, y_test) = mnist
+    model = load_model(rejecting_run)
+    digits, labels = x_test[5000:7000], y_test[5000:7000]  # none of the run's 3,000 test digits
+    probabilities = predict(model, digits)
+    assert flagged(probabilities, model.config).mean() <= 0.02  # its threshold flags 0.5% of validation digits
+    assert (probabilities[:, :10].argmax(axis=1) == labels).mean() >= 0.9
+    path = tmp_path / "digit.png"
+    Image.fromarray(255 - x_test[0]).resize((140, 140), Image.Resampling.BICUBIC).save(path)
+    assert main(["predict", "--json", "--model", str(rejecting_run), str(path)]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert set(answer) == FIELDS and answer["label"] == int(y_test[0]) and answer["error"] is None
+    assert answer["not_a_digit"] < model.config.not_a_digit_threshold and len(answer["probabilities"]) == 10
+
+
+def test_not_a_digit_through_the_cli(everything_rejected, non_digit_files, capsys):
     paths = [str(non_digit_files / name) for name in NON_DIGITS]
-    assert main(["predict", "--json", *paths]) == 0  # an answer about the image, not a failure to read it
+    arguments = ["--model", str(everything_rejected), *paths]
+    assert main(["predict", "--json", *arguments]) == 0  # an answer about the image, not a failure to read it
     answers = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [answer["file"] for answer in answers] == paths
     for answer in answers:
         assert set(answer) == FIELDS
         assert answer["label"] is None and answer["unsure"] is True and answer["error"] == NOT_A_DIGIT
-        assert answer["class_name"] is None and answer["confidence"] is None
-        assert len(answer["probabilities"]) == 10 and answer["not_a_digit"] >= load_model().config.not_a_digit_threshold
+        assert answer["class_name"] is None and answer["confidence"] is None and answer["top3"] is not None
+        assert len(answer["probabilities"]) == 10 and 0 <= answer["not_a_digit"] <= 1
         assert abs(sum(answer["probabilities"]) + answer["not_a_digit"] - 1) < 1e-3
 
-    assert main(["predict", paths[0]]) == 0
+    assert main(["predict", "--model", str(everything_rejected), paths[0]]) == 0
     assert capsys.readouterr().out.startswith(f"{paths[0]}: not a digit (probability ")
-    assert main(["predict", "--csv", *paths]) == 0
+    assert main(["predict", "--csv", *arguments]) == 0
     rows = capsys.readouterr().out.splitlines()
-    assert rows[0].endswith(",p9,not_a_digit") and all(",not a digit," in row for row in rows[1:])
+    assert rows[0] == "file,label,confidence,unsure,error," + ",".join(f"p{i}" for i in range(10)) + ",not_a_digit"
+    assert len(rows) == 4 and all(row.split(",")[4] == NOT_A_DIGIT and len(row.split(",")) == 16 for row in rows[1:])
 
 
-def test_a_letter_a_scribble_and_a_shape_are_not_digits_through_the_http_api(non_digit_files):
-    with TestClient(create_app(), raise_server_exceptions=False) as client:
+def test_not_a_digit_and_blank_through_the_http_api(everything_rejected, non_digit_files):
+    with TestClient(create_app(everything_rejected), raise_server_exceptions=False) as client:
         for name in NON_DIGITS:
             response = client.post("/api/predict", files={"file": (name, (non_digit_files / name).read_bytes())})
             assert response.status_code == 200
             answer = response.json()
-            assert set(answer) == FIELDS and answer["file"] == name
+            assert set(answer) == FIELDS and answer["file"] == name and answer["not_a_digit"] is not None
             assert answer["label"] is None and answer["unsure"] is True and answer["error"] == NOT_A_DIGIT
-        blank = client.post("/api/predict", content=png(lambda draw: None)).json()
-        assert blank["error"] == "no digit found" and blank["not_a_digit"] is None
+        blank = client.post("/api/predict", content=png(lambda draw: None))
+        assert blank.status_code == 200
+        assert blank.json()["error"] == "no digit found" and blank.json()["not_a_digit"] is None
 
 
-def test_mnist_test_digits_are_not_flagged_and_a_digit_file_answers_as_a_digit(mnist, tmp_path, capsys):
+def test_a_model_without_the_output_answers_as_before(mnist, non_digit_files, tmp_path, capsys):
     _, (x_test, y_test) = mnist
-    model = load_model()
-    probabilities = predict(model, x_test[:2000])
-    assert flagged(probabilities, model.config).mean() <= 0.01
-    assert (probabilities.argmax(axis=1) == y_test[:2000]).mean() >= 0.985
-    path = tmp_path / "seven.png"
-    Image.fromarray(255 - x_test[0]).resize((140, 140), Image.Resampling.BICUBIC).save(path)
-    assert main(["predict", "--json", str(path)]) == 0
-    answer = json.loads(capsys.readouterr().out)
-    assert set(answer) == FIELDS and answer["label"] == int(y_test[0]) and answer["error"] is None
-    assert answer["not_a_digit"] < model.config.not_a_digit_threshold
-
-
-def test_a_model_without_the_output_loads_and_answers_as_before(mnist, non_digit_files, tmp_path, capsys):
-    _, (x_test, y_test) = mnist
-    model = load_model(TEN_OUTPUT_MODEL)
-    assert not rejects(model.config) and model.config.num_classes == 10
+    model = load_model(SHIPPED_MODEL)
+    assert not rejects(model.config) and model.config.num_classes == 10 and model.config.not_a_digit_threshold is None
     assert (predict(model, x_test[:500]).argmax(axis=1) == y_test[:500]).mean() >= 0.99
     run = tmp_path / "old-run"  # an old run folder: config.json without the field, its weights beside
     run.mkdir()
-    shutil.copy(TEN_OUTPUT_MODEL, run / "model.safetensors")
-    config = {"model": {key: value for key, value in model.config.__dict__.items() if key != "not_a_digit_threshold"}}
-    (run / "config.json").write_text(json.dumps(config))
-    assert main(["predict", "--json", "--model", str(run), str(non_digit_files / "letter.png")]) == 0
+    shutil.copy(SHIPPED_MODEL, run / "model.safetensors")
+    old = {key: value for key, value in dataclasses.asdict(model.config).items() if key != "not_a_digit_threshold"}
+    (run / "config.json").write_text(json.dumps({"model": old}))
+    letter = str(non_digit_files / "letter.png")
+    assert main(["predict", "--json", "--model", str(run), letter]) == 0
     answer = json.loads(capsys.readouterr().out)
     assert set(answer) == FIELDS and answer["not_a_digit"] is None and answer["error"] is None
     assert answer["label"] in range(10) and len(answer["probabilities"]) == 10
+    assert main(["predict", "--csv", "--model", str(run), letter]) == 0
+    row = capsys.readouterr().out.splitlines()[1].split(",")
+    assert len(row) == 16 and row[-1] == ""  # the column is there, empty: the model has no such output
 
 
-def test_training_on_digits_adds_the_output_and_no_reject_or_fashion_do_not(tmp_path, capsys):
-    common = ["train", "--limit", "3000", "--epochs", "1", "--quiet"]
-    assert main([*common, "--out", str(tmp_path / "reject")]) == 0
-    assert main([*common, "--no-reject", "--out", str(tmp_path / "plain")]) == 0
-    rejecting, plain = load_model(tmp_path / "reject"), load_model(tmp_path / "plain")
-    assert rejects(rejecting.config) and rejecting.config.num_classes == 11
-    assert not rejects(plain.config) and plain.config.num_classes == 10
-    config = json.loads((tmp_path / "reject" / "config.json").read_text())
-    assert config["reject"]["not_a_digit_threshold"] == rejecting.config.not_a_digit_threshold
-    assert 0 <= config["results"]["test_digits_flagged"] <= 1
+def test_the_report_fits_with_held_in_non_digits_and_stores_the_threshold(rejecting_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(rejecting_run, run)
+    assert main(["evaluate", "--model", str(run), "--report", str(tmp_path / "report"), "--json"]) == 0
+    calibration = json.loads(capsys.readouterr().out)["calibration"]
+    assert calibration["validation_examples"] == TRAINING_DIGITS // 10 + REJECT.validation_nondigits
+    assert calibration["not_a_digit_threshold"] >= REJECT.threshold_floor
+    calibrated = load_model(run)
+    assert calibrated.config.temperature == pytest.approx(calibration["temperature"])
+    assert calibrated.config.not_a_digit_threshold == pytest.approx(calibration["not_a_digit_threshold"])
+
+
+def test_an_ensemble_takes_its_members_mean_threshold(rejecting_run):
+    first, second = load_model(rejecting_run), load_model(rejecting_run)
+    second.config = dataclasses.replace(second.config, not_a_digit_threshold=0.9)
+    ensemble = ensemble_of([first, second])
+    assert ensemble.config.not_a_digit_threshold == pytest.approx((first.config.not_a_digit_threshold + 0.9) / 2)
+    assert ensemble.config.class_names[-1] == NOT_A_DIGIT
+    assert ensemble_of([load_model(SHIPPED_MODEL)]).config.not_a_digit_threshold is None
 
 
 def test_generated_non_digits_are_framed_as_mnist_and_reproducible(mnist):
@@ -155,9 +219,3 @@ def test_the_threshold_flags_at_most_the_budget_of_validation_digits():
     scores = np.linspace(0, 1, 1001)
     assert choose_threshold(scores) >= np.quantile(scores, 0.995) and choose_threshold(np.zeros(50)) == 0.5
 
-
-@pytest.fixture(scope="module", autouse=True)
-def ten_output_fixture():
-    """Kept in tests/fixtures: copied from the shipped model before it was retrained with the output."""
-    if not TEN_OUTPUT_MODEL.exists():
-        pytest.fail(f"{TEN_OUTPUT_MODEL} is missing; it is the pre-rejection shipped model ({SHIPPED_MODEL.name})")

@@ -63,6 +63,8 @@ def train_run(
         raise DigitcnnError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     else:
         data, train_config = data or DataConfig(), recipe(arch, **overrides)
+        if train_config.reject and data.path is None and data.dataset != "mnist":
+            raise DigitcnnError(f"--reject is for digits (mnist or your own data), not {data.dataset}")
     (x_train, y_train), (x_test, y_test) = load_split(data)
     data = dataclasses.replace(data, train_examples=len(x_train), test_examples=len(x_test))
     if not resume:
@@ -70,8 +72,6 @@ def train_run(
         mean, std = INPUT_STATISTICS[data.dataset if data.path is None else "mnist"]
         rejection = {}
         if train_config.reject:
-            if data.path is None and data.dataset != "mnist":
-                raise DigitcnnError(f"--reject is for digits (mnist or your own data), not {data.dataset}")
             names = [*names, NOT_A_DIGIT]
             rejection = {"num_classes": len(names), "not_a_digit_threshold": REJECT.threshold_floor}
         # The initial weights come from the run's seed too, so the same command gives the same model.

@@ -14,8 +14,10 @@ NOT_A_DIGIT = "not a digit"  # the last class's name, and a reading's `error` wh
 class RejectConfig:
     """The rejection's knobs, each chosen on the validation split (benchmarks/not_a_digit.py measures them)."""
 
-    # Generated non-digits added to the training part: about two digit classes' worth, 22% more steps an epoch.
-    training_nondigits: int = 12_000
+    # Generated non-digits added to the training part, per training digit: 12,000 beside MNIST's 54,000, about two
+    # digit classes' worth and 22% more steps an epoch. A share, not a count, so a --limit run or a small data set
+    # of the user's is not swamped by non-digits (a fixed 12,000 beside 2,700 digits taught "not a digit" only).
+    nondigits_per_digit: float = 2 / 9
     # Non-digits beside the validation digits: the threshold and the temperature are fitted on both.
     validation_nondigits: int = 3_000
     # Share of validation digits the threshold may flag: half the 1% allowed on the test set, as a margin.
@@ -61,7 +63,8 @@ def training_nondigits(x_train, y_train, seed: int, reject: RejectConfig = REJEC
     from .data import cache_folder
     from .nondigits import cached_pool
 
-    return cached_pool(reject.training_nondigits, x_train, y_train, seed, cache_folder())
+    count = round(len(x_train) * reject.nondigits_per_digit)
+    return cached_pool(count, x_train, y_train, seed, cache_folder())
 
 
 def with_validation_nondigits(x_validation, y_validation, num_classes: int, reject: RejectConfig = REJECT):
