@@ -36,7 +36,7 @@ class Reading:
 
     def as_dict(self) -> dict:
         fields = ("file", "label", "class_name", "confidence", "probabilities", "top3", "unsure", "error",
-                  "not_a_digit")
+                  "not_a_digit")  # fmt: skip
         return {name: getattr(self, name) for name in fields}
 
 

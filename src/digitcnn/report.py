@@ -149,7 +149,7 @@ def summary_lines(metrics: dict) -> list[str]:
         lines.append(f"test ECE {calibration['test_ece_before']:.2%} (no validation split: no temperature fitted)")
     if "not_a_digit_threshold" in calibration:
         lines.append(
-            f"\"not a digit\" from probability {calibration['not_a_digit_threshold']:.3f}: it flags "
+            f'"not a digit" from probability {calibration["not_a_digit_threshold"]:.3f}: it flags '
             f"{calibration['validation_digits_flagged']:.2%} of validation digits and "
             f"{calibration['validation_nondigits_flagged']:.2%} of validation non-digits"
         )
