@@ -260,11 +260,12 @@ def run_predict(arguments) -> int:
     elif arguments.csv:
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(
-            ["file", "label", "confidence", "unsure", "error"] + [f"p{i}" for i in range(model.config.num_classes)]
+            ["file", "text", "label", "confidence", "unsure", "error"]
+            + [f"p{i}" for i in range(model.config.num_classes)]
         )
         for reading in readings:
             writer.writerow(
-                [reading.file, reading.label, reading.confidence, reading.unsure, reading.error or ""]
+                [reading.file, reading.text, reading.label, reading.confidence, reading.unsure, reading.error or ""]
                 + (reading.probabilities or [""] * model.config.num_classes)
             )
     else:
@@ -286,6 +287,10 @@ def run_predict(arguments) -> int:
 def describe(reading) -> str:
     if reading.error:
         return f"{reading.file}: {reading.error}"
+    if len(reading.digits) > 1:  # a number: its text on one line, then how sure its least sure digit is
+        flag = "  (unsure)" if reading.unsure else ""
+        return f"{reading.file}: {reading.text.replace(chr(10), ' ')} ({len(reading.digits)} digits; least " \
+               f"confidence {reading.confidence:.3f}){flag}"  # fmt: skip
     top = ", ".join(f"{entry['label']} {entry['probability']:.3f}" for entry in reading.top3)
     flag = "  (unsure)" if reading.unsure else ""
     return f"{reading.file}: {reading.class_name} (confidence {reading.confidence:.3f}; top-3 {top}){flag}"

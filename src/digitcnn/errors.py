@@ -23,3 +23,7 @@ class NoDigitError(ImageError):
 
 class ModelError(DigitcnnError):
     """A model folder or file is missing, incomplete, or does not match its config."""
+
+
+class TooManyDigitsError(ImageError):
+    """More digits in one image than a reading takes (SegmentConfig.max_digits): refused, not truncated."""

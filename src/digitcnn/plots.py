@@ -298,7 +298,7 @@ def plot_preprocessed(originals: Sequence, inputs: Sequence, labels: Sequence, c
             name = name or f"original {size}"
         left.set_title(textwrap.shorten(name or "original", 32), fontsize=10)
         if inputs[index] is not None:
-            model_input = np.asarray(inputs[index]).reshape(28, 28)
+            model_input = np.asarray(inputs[index]).reshape(28, -1)  # a number: its digits side by side
             _digit_panel(right, model_input, _digit_range(model_input), "")
             _frame(right)
         if labels[index] is not None:

@@ -1,16 +1,22 @@
-"""From image files to answers: preprocess each, predict in one batch, and say when not to trust the answer.
-The CLI's `predict`, the HTTP API and the web page all answer with `Reading.as_dict()`."""
+"""From image files to answers: find the digits in each, predict them all in one batch, and say when not to
+trust the answer. The CLI's `predict`, the HTTP API, the web page and `digitcnn.read` all answer with
+`Reading.as_dict()`."""
 
 import dataclasses
+import functools
 import glob
 import os
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-from .errors import ImageError, NoDigitError
-from .inference import predict
-from .preprocess import load_image, preprocess
+from .errors import ImageError, NoDigitError, TooManyDigitsError
+from .inference import load_model, predict_logits
+from .metrics import softmax
+from .preprocess import load_image, normalize_mode, preprocess
+from .search import DIGITS, best_digits
+from .segment import DEFAULTS, Layout, SegmentConfig, lay_out
 
 # Below this top-class probability the answer is flagged unsure. A calibrated model that says 0.7 is right
 # about 70% of the time; we would rather say "not sure" than be wrong that often.
@@ -31,35 +37,105 @@ class Reading:
     input: np.ndarray | None = dataclasses.field(default=None, repr=False)  # the 28x28 the model saw
     original: object | None = dataclasses.field(default=None, repr=False)  # the decoded image, for --show
     failure: Exception | None = dataclasses.field(default=None, repr=False)  # what `error` says, for the server
+    # --- numbers (issue 17): every digit of the image, left to right, lines top to bottom ---
+    text: str = ""  # the digits read, lines joined by "\n"
+    digits: list[dict] = dataclasses.field(default_factory=list)  # {label, confidence, unsure, box} each
+    layout: Layout | None = dataclasses.field(default=None, repr=False)  # the candidates, until they are scored
 
     def as_dict(self) -> dict:
-        fields = ("file", "label", "class_name", "confidence", "probabilities", "top3", "unsure", "error")
+        fields = ("file", "text", "digits", "label", "class_name", "confidence", "probabilities", "top3", "unsure",
+                  "error")  # fmt: skip
         return {name: getattr(self, name) for name in fields}
 
 
-def read_images(model, sources: list, names: list[str] | None = None, keep_originals: bool = False) -> list[Reading]:
-    """One Reading per source (a path, bytes or a file object), in order. A source that fails gets its
-    `error` and the others go on."""
+def read_images(model, sources: list, names: list[str] | None = None, keep_originals: bool = False,
+                config: SegmentConfig = DEFAULTS) -> list[Reading]:  # fmt: skip
+    """One Reading per source (a path, bytes, a file object, a PIL image or an array), in order, with every
+    digit it holds. A source that fails gets its `error` and the others go on. A model whose classes are not
+    the ten digits reads each image as one item, as it was trained to."""
     names = names or [str(source) if isinstance(source, str | os.PathLike) else None for source in sources]
+    reads_numbers = [str(digit) for digit in range(DIGITS)] == list(model.config.class_names[:DIGITS])
     readings, inputs = [], []
     for source, name in zip(sources, names, strict=True):
         reading = Reading(file=name)
         try:
-            image = load_image(source)
+            image = opened(source, config.working_side)
             reading.original = image if keep_originals else None
-            reading.input = preprocess(image)
-            inputs.append(reading.input)
+            if reads_numbers:
+                reading.layout = lay_out(image, config)
+                inputs.extend(reading.layout.inputs)
+            else:
+                reading.input = preprocess(image)
+                inputs.append(reading.input)
         except NoDigitError as error:
             reading.error, reading.failure = "no digit found", error
         except ImageError as error:
             reading.error, reading.failure = str(error), error
         readings.append(reading)
-    if inputs:
-        probabilities = predict(model, np.stack(inputs))
-        answered = (reading for reading in readings if reading.input is not None)
-        for reading, row in zip(answered, probabilities, strict=True):
-            fill(reading, row, model.config.class_names)
+    logits = predict_logits(model, np.stack(inputs)) if inputs else np.zeros((0, model.config.num_classes))
+    probabilities = softmax(logits, model.config.temperature).astype(np.float32)  # as `predict` calibrates them
+    start = 0
+    for reading in readings:
+        if reading.layout is not None:
+            count = len(reading.layout.inputs)
+            rows = slice(start, start + count)
+            take_digits(reading, logits[rows], probabilities[rows], model.config.class_names, config)
+            start += count
+        elif reading.input is not None:
+            fill(reading, probabilities[start], model.config.class_names)
+            reading.text, reading.digits = reading.class_name, [digit_entry(probabilities[start], None)]
+            start += 1
     return readings
+
+
+def opened(source, max_side: int):
+    """What read_images takes -> a PIL image or an array, as `lay_out` and `preprocess` take it."""
+    if isinstance(source, Image.Image):
+        return normalize_mode(source)
+    if isinstance(source, np.ndarray):
+        return source
+    return load_image(source, max_side=max_side)
+
+
+def take_digits(reading: Reading, logits: np.ndarray, probabilities: np.ndarray, class_names: list[str],
+                config: SegmentConfig) -> None:  # fmt: skip
+    """The reading of a number from its layout's scored candidates: a lone digit fills every field as it
+    always has; several leave `label` (and the fields of one digit) empty, `confidence` the least sure digit's."""
+    layout, reading.layout = reading.layout, None
+    lines = best_digits(layout, logits, config)
+    chosen = [index for line in lines for index in line]
+    if not chosen:
+        reading.error, reading.failure = "no digit found", NoDigitError("no digit found")
+        return
+    if len(chosen) > config.max_digits:
+        reading.error, reading.failure = "too many digits", TooManyDigitsError("too many digits")
+        return
+    reading.digits = [digit_entry(probabilities[index], layout.boxes[index]) for index in chosen]
+    numbers = iter(reading.digits)
+    reading.text = "\n".join("".join(str(next(numbers)["label"]) for _ in line) for line in lines)
+    reading.input = np.hstack([layout.inputs[index] for index in chosen])
+    if len(chosen) == 1:
+        fill(reading, probabilities[chosen[0]], class_names)
+    else:
+        reading.confidence = min(digit["confidence"] for digit in reading.digits)
+        reading.unsure = any(digit["unsure"] for digit in reading.digits)
+
+
+def digit_entry(probabilities: np.ndarray, box: list[int] | None) -> dict:
+    label = int(np.argmax(probabilities[:DIGITS]))
+    confidence = round(float(probabilities[label]), 6)
+    return {"label": label, "confidence": confidence, "unsure": confidence < UNSURE_BELOW, "box": box}
+
+
+@functools.cache
+def shipped_model():
+    return load_model(None)
+
+
+def read(image, model=None) -> dict:
+    """Every digit in one image (a path, bytes, a PIL image or an array) with the shipped model or `model`:
+    the same dict `digitcnn predict --json` prints, with `text` the number read."""
+    return read_images(model if model is not None else shipped_model(), [image])[0].as_dict()
 
 
 def fill(reading: Reading, probabilities: np.ndarray, class_names: list[str]) -> None:

@@ -1,0 +1,69 @@
+"""Which of a layout's candidate digits are the number: segmentation by recognition (LeCun et al. 1998, §VI).
+
+Each line's pieces are walked left to right; a path through them takes each piece into exactly one digit or
+leaves it out, and is worth the sum of its digits' log-probabilities (the classifier's belief that the crop is
+that digit; with a not-a-digit output, its mass is belief in none of them) plus the search's weights in
+SegmentConfig. Dynamic programming keeps the best path: as many candidates as the line has, each seen once.
+"""
+
+import math
+
+import numpy as np
+
+from .segment import DEFAULTS, Layout, Piece, SegmentConfig
+
+DIGITS = 10  # the digit classes are a model's first ten; any output after them is not a digit
+
+
+def digit_scores(logits: np.ndarray, config: SegmentConfig) -> np.ndarray:
+    """Each candidate's worth as one digit: the log-probability that it is one, plus digit_bonus. Without a
+    not-a-digit output, that probability is a logistic of its largest digit logit (at temperature 1): a
+    well-formed digit's top logit stands near the model's ceiling, while two digits squeezed into one crop, or
+    half of one, fall short of it even when their softmax is confident."""
+    top = logits[:, :DIGITS].max(axis=1).astype(np.float64)
+    log_one_digit = -np.logaddexp(0.0, -(top - config.digit_logit) / config.logit_scale)  # log sigmoid
+    return log_one_digit + config.digit_bonus
+
+
+def best_digits(layout: Layout, logits: np.ndarray, config: SegmentConfig = DEFAULTS) -> list[list[int]]:
+    """For each line that holds a digit, top to bottom: the indices (into layout.candidates) of its digits,
+    left to right."""
+    scores = digit_scores(logits, config)
+    starting: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for index, (line, first, end) in enumerate(layout.candidates):
+        starting.setdefault((line, first), []).append((end, index))
+    found = []
+    for line, pieces in enumerate(layout.lines):
+        line_height = layout.line_heights[line]
+        best = [0.0] + [-math.inf] * len(pieces)
+        came_from: list[tuple[int, int | None]] = [(0, None)] * (len(pieces) + 1)
+        for first, piece in enumerate(pieces):
+            if best[first] == -math.inf:
+                continue
+            # A piece too short to be a digit may be left out (a stray mark); a digit-sized one must be read.
+            if piece.bottom - piece.top < config.min_height * line_height:
+                size = max(piece.right - piece.left, piece.bottom - piece.top) / line_height
+                skipped = best[first] - config.skip_cost * size
+                if skipped > best[first + 1]:
+                    best[first + 1], came_from[first + 1] = skipped, (first, None)
+            for end, index in starting.get((line, first), ()):
+                cuts = cut_strokes(pieces[first:end])
+                score = best[first] + scores[index] - config.cut_cost * cuts / 2
+                if score > best[end]:
+                    best[end], came_from[end] = score, (first, index)
+        digits, position = [], len(pieces)
+        while position > 0:
+            position, index = came_from[position]
+            if index is not None:
+                digits.append(index)
+        if digits:
+            found.append(digits[::-1])
+    return found
+
+
+def cut_strokes(group: list[Piece]) -> float:
+    """Strokes crossed by the cuts that separate this group from the rest of its components: each cut is
+    counted by the digit on either side of it, hence the half in its cost."""
+    parts = {(piece.component, piece.part) for piece in group}
+    crossed = sum(piece.left_cost for piece in group if (piece.component, piece.part - 1) not in parts)
+    return crossed + sum(piece.right_cost for piece in group if (piece.component, piece.part + 1) not in parts)

@@ -1,0 +1,354 @@
+"""Where the digits of a number are: an image's ink split into lines of pieces, and the candidate digits those
+pieces can make.
+
+The ink map is computed once per image, on a working copy no larger than `SegmentConfig.working_side`. Its
+connected components are the pieces; a component wide enough to hold two digits is also cut at the thin places
+of its columns, so digits that touch or overlap can come apart. A candidate digit is a run of consecutive
+pieces of one line (a 5 and its detached flag, the two strokes of a 4, a stroke broken by the light); each goes
+through `preprocess`'s own MNIST normalization. Which candidates are the digits is for the classifier to say:
+`search.py` scores them and keeps the best path (segmentation by recognition, LeCun et al. 1998, §VI).
+"""
+
+import dataclasses
+import itertools
+
+import numpy as np
+from PIL import Image
+
+from .errors import NoDigitError, TooManyDigitsError
+from .preprocess import MIN_CONTRAST, grey_levels, ink_map, normalize_strokes, otsu_threshold, place_in_frame
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmentConfig:
+    """Every knob of the segmentation and of the search over it; lengths are fractions of a line's height
+    (the median height of its digit-sized components) unless a unit says otherwise."""
+
+    # The image is read from a copy whose longer side is at most this (px): a digit in a 12-MP photo keeps
+    # 50-100 px, more than MNIST's 20, and the ink map of a 4,000 x 3,000 photo costs a sixteenth.
+    working_side: int = 1024
+    max_digits: int = 64  # more digits in one image are refused ("too many digits")
+    # A digit stands at least this fraction of the image's shorter side, and at least min_digit_pixels of the
+    # working copy: a page of specks has no digit in it, however many specks there are.
+    min_digit_fraction: float = 0.03
+    min_digit_pixels: int = 6
+    speck_size: float = 0.15  # a piece whose longer side is under this is a speck: never a digit or part of one
+    line_overlap: float = 0.5  # digit-sized components share a line when their rows overlap this much of the shorter
+    min_height: float = 0.45  # a digit stands at least this tall: smaller numbers mixed in still read
+    max_width: float = 1.4  # and is no wider than this: two digits side by side are
+    max_inner_gap: float = 0.35  # pieces further apart than this are two digits, never one
+    max_pieces: int = 6  # pieces one digit may be made of
+    cut_from_width: float = 0.45  # components narrower than this are never cut: not even two 1s fit
+    cut_margin: float = 0.12  # no cut nearer than this to a component's side: a cut there leaves a sliver
+    cut_spacing: float = 0.15  # between two cuts of one component
+    cuts_per_height: float = 3.0  # at most this many cuts per line height of a component's width
+    seam_step: float = 0.3  # a seam's cost of moving one column sideways, in ink pixels crossed
+    max_cut_strokes: float = 2.5  # a seam crossing more strokes than this cuts through a digit, not between two
+    min_part: float = 0.1  # of a component's ink: a seam leaving less on one side shaves a sliver, cuts nothing
+    # The search's weights, tuned on numbers built from MNIST's training digits (benchmarks/numbers.py
+    # --split train), never on its test digits. A path's score is the sum over its digits of log P(one digit)
+    # + digit_bonus (search.digit_scores), less cut_cost per stroke a cut crosses and skip_cost per line
+    # height of a piece left out.
+    digit_logit: float = 3.5  # the top digit logit at which a crop is as likely one digit as not
+    logit_scale: float = 0.2  # logits per e-fold of those odds
+    digit_bonus: float = 0.6
+    cut_cost: float = 1.5
+    skip_cost: float = 3.0
+
+
+DEFAULTS = SegmentConfig()
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Piece:
+    """One connected component, or the part of it between two cuts. A cut is a seam: one column per row of
+    the component, so it can wind between two digits' strokes where they overlap."""
+
+    component: int  # its label in Layout.labels
+    part: int  # its place among its component's parts, left to right
+    left: int
+    right: int  # columns [left, right) and rows [top, bottom) its pixels span
+    top: int
+    bottom: int
+    seam_top: int  # the component's top row, where the seams' rows start
+    left_seam: np.ndarray | None  # per row of the component: its pixels start at this column
+    right_seam: np.ndarray | None  # ...and stop before this one
+    left_cost: float  # strokes the seam on its left crosses; 0 where the component itself begins
+    right_cost: float
+
+
+@dataclasses.dataclass
+class Layout:
+    """An image's ink laid out for the search: lines (top to bottom) of pieces (left to right), the candidate
+    digits as (line, first piece, end piece), and each candidate's 28x28 input and box."""
+
+    labels: np.ndarray  # (H, W) int32 component labels of the working copy, 0 = ground
+    scale: tuple[float, float]  # original image pixels per working pixel, (x, y)
+    line_heights: list[float]
+    lines: list[list[Piece]]
+    candidates: list[tuple[int, int, int]] = dataclasses.field(default_factory=list)
+    inputs: list[np.ndarray] = dataclasses.field(default_factory=list)
+    boxes: list[list[int]] = dataclasses.field(default_factory=list)  # [x0, y0, x1, y1] in the original's pixels
+
+
+def working_copy(image: Image.Image, config: SegmentConfig) -> tuple[np.ndarray, tuple[float, float]]:
+    """Luminance of the image shrunk (by PIL, in C) to at most working_side, and the original's pixels per
+    working pixel. A JPEG that `load_image(max_side=...)` already decoded small records its full size."""
+    full_width, full_height = image.info.get("full_size", image.size)
+    longer = max(image.size)
+    if longer > config.working_side:
+        factor = int(np.ceil(longer / config.working_side))
+        image = image.reduce(factor)
+    return grey_levels(image), (full_width / image.size[0], full_height / image.size[1])
+
+
+def lay_out(image, config: SegmentConfig = DEFAULTS) -> Layout:
+    """A PIL image or an array -> its Layout, candidates and their inputs included. Raises NoDigitError when
+    no ink stands out or nothing digit-sized does, TooManyDigitsError when far more than max_digits do."""
+    if isinstance(image, Image.Image):
+        grey, scale = working_copy(image, config)
+    else:
+        grey, scale = grey_levels(image), (1.0, 1.0)
+    ink = ink_map(grey)  # once per image; every candidate's crop is cut from it
+    sample = ink[:: max(1, ink.shape[0] // 256), :: max(1, ink.shape[1] // 256)]
+    mask = ink > max(otsu_threshold(sample), MIN_CONTRAST)
+    labels, boxes = label_components(mask)  # boxes: (count, 4) top, bottom, left, right (exclusive)
+    heights, widths = boxes[:, 1] - boxes[:, 0], boxes[:, 3] - boxes[:, 2]
+    smallest_digit = max(config.min_digit_pixels, config.min_digit_fraction * min(mask.shape))
+    keep = ~touches_edge_along(boxes, mask.shape) & (np.maximum(heights, widths) >= 2)
+    tallest = float(heights[keep].max()) if keep.any() else 0.0
+    if tallest < smallest_digit:
+        raise NoDigitError("no digit found")
+    major = keep & (heights >= max(smallest_digit, config.min_height * tallest))
+    if major.sum() > 2 * config.max_digits:  # refused before any work is spent on the pieces
+        raise TooManyDigitsError("too many digits")
+    minor = keep & ~major & (np.maximum(heights, widths) >= config.speck_size * tallest)
+    lines = group_lines(boxes, np.flatnonzero(major), np.flatnonzero(minor), config)
+    layout = Layout(labels=labels, scale=scale, line_heights=[], lines=[])
+    for members in lines:
+        line_height = float(np.median(heights[members][heights[members] >= 0.5 * heights[members].max()]))
+        pieces = []
+        for index in members:
+            if max(heights[index], widths[index]) < config.speck_size * line_height:
+                continue
+            pieces.extend(cut_component(labels, boxes[index], index + 1, line_height, config))
+        pieces.sort(key=lambda piece: piece.left + piece.right)
+        layout.lines.append(pieces)
+        layout.line_heights.append(line_height)
+    add_candidates(layout, ink, config)
+    return layout
+
+
+def touches_edge_along(boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Components lying along the frame's edge for more than half of it: a page's edge or shadow, not ink
+    (a digit drawn to the canvas's edge touches it only where its strokes end)."""
+    height, width = shape
+    along_side = ((boxes[:, 2] == 0) | (boxes[:, 3] == width)) & (boxes[:, 1] - boxes[:, 0] > height / 2)
+    along_top = ((boxes[:, 0] == 0) | (boxes[:, 1] == height)) & (boxes[:, 3] - boxes[:, 2] > width / 2)
+    return along_side | along_top
+
+
+def label_components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """8-connected component labels (1..count; 0 = ground) and each component's box [top, bottom, left, right)
+    as a (count, 4) array, by union-find over the runs of each row, all in numpy: a page of ten thousand specks
+    costs no more than a few of its rows would in a Python loop."""
+    height, width = mask.shape
+    stride = width + 2
+    steps = np.diff(np.pad(mask, ((0, 0), (1, 1))).astype(np.int8), axis=1)
+    rows, starts = np.nonzero(steps == 1)
+    stops = np.nonzero(steps == -1)[1]  # exclusive; in the same row-major order as the starts
+    count = len(rows)
+    if count == 0:
+        return np.zeros(mask.shape, np.int32), np.zeros((0, 4), np.int64)
+    start_keys, stop_keys = rows * stride + starts, rows * stride + stops
+    # The runs of the row above that touch each run (diagonals included) are a contiguous range of indices.
+    first = np.searchsorted(stop_keys, (rows - 1) * stride + starts, side="left")
+    last = np.searchsorted(start_keys, (rows - 1) * stride + stops, side="right")
+    touching = np.maximum(last - first, 0)
+    below = np.repeat(np.arange(count), touching)
+    above = np.repeat(first, touching) + np.arange(touching.sum()) - np.repeat(np.cumsum(touching) - touching, touching)
+    parent = np.arange(count)
+    while True:  # hook each edge's roots onto the smaller one, then compress every path fully
+        root_above, root_below = parent[above], parent[below]
+        differing = root_above != root_below
+        if not differing.any():
+            break
+        smaller = np.minimum(root_above, root_below)[differing]
+        np.minimum.at(parent, root_above[differing], smaller)
+        np.minimum.at(parent, root_below[differing], smaller)
+        while not np.array_equal(parent[parent], parent):
+            parent = parent[parent]
+    _, run_labels = np.unique(parent, return_inverse=True)
+    run_labels = run_labels.astype(np.int32) + 1
+    components = int(run_labels.max())
+    # Paint the label image: +label where a run starts, -label where it stops, summed along each row.
+    painted = np.zeros((height, width + 1), np.int32)
+    painted[rows, starts] = run_labels
+    np.add.at(painted, (rows, stops), -run_labels)
+    labels = np.cumsum(painted, axis=1)[:, :width]
+    boxes = np.empty((components, 4), np.int64)
+    boxes[:, [0, 2]] = np.iinfo(np.int64).max
+    boxes[:, [1, 3]] = -1
+    np.minimum.at(boxes[:, 0], run_labels - 1, rows)
+    np.maximum.at(boxes[:, 1], run_labels - 1, rows + 1)
+    np.minimum.at(boxes[:, 2], run_labels - 1, starts)
+    np.maximum.at(boxes[:, 3], run_labels - 1, stops)
+    return labels, boxes
+
+
+def group_lines(boxes: np.ndarray, major: np.ndarray, minor: np.ndarray, config: SegmentConfig) -> list[np.ndarray]:
+    """Lines of components, top to bottom: digit-sized components whose rows overlap enough share a line (and
+    so do their neighbours' neighbours, so a line may slope); a smaller piece joins the line it overlaps most,
+    or is left out when it overlaps none."""
+    tops, bottoms = boxes[major, 0], boxes[major, 1]
+    overlap = np.minimum(bottoms[:, None], bottoms[None, :]) - np.maximum(tops[:, None], tops[None, :])
+    shorter = np.minimum((bottoms - tops)[:, None], (bottoms - tops)[None, :])
+    linked = overlap >= config.line_overlap * shorter
+    line_of = np.arange(len(major))
+    while True:  # each component takes the smallest line number among those it is linked to
+        merged = np.where(linked, line_of[None, :], len(major)).min(axis=1)
+        if np.array_equal(merged, line_of):
+            break
+        line_of = merged
+    _, line_of = np.unique(line_of, return_inverse=True)
+    members = [list(major[line_of == line]) for line in range(int(line_of.max()) + 1)]
+    spans = np.array([[boxes[m, 0].min(), boxes[m, 1].max()] for m in members])
+    for index in minor:
+        shared = np.minimum(spans[:, 1], boxes[index, 1]) - np.maximum(spans[:, 0], boxes[index, 0])
+        if shared.max() > 0:
+            members[int(np.argmax(shared))].append(index)
+    order = np.argsort(spans[:, 0])
+    return [np.array(members[line]) for line in order]
+
+
+def cut_component(labels: np.ndarray, box: np.ndarray, label: int, line_height: float,
+                  config: SegmentConfig) -> list[Piece]:  # fmt: skip
+    """A component as one piece, or, when it is wide and tall enough to hold two digits, as the pieces between its
+    candidate cuts: the top-to-bottom seams that cross the least of its ink (a touching point, the gap between
+    two overlapping strokes), kept apart from each other and from its sides."""
+    top, bottom, left, right = (int(value) for value in box)
+    own = labels[top:bottom, left:right] == label
+    width = right - left
+    seams: list[tuple[np.ndarray, float]] = []
+    if width >= config.cut_from_width * line_height and bottom - top >= config.min_height * line_height:
+        seams = find_seams(own, line_height, config)
+    bounds = [(None, 0.0), *((left + seam, cost) for seam, cost in seams), (None, 0.0)]
+    pieces = []
+    columns = np.arange(left, right)[None, :]
+    for part, ((left_seam, left_cost), (right_seam, right_cost)) in enumerate(itertools.pairwise(bounds)):
+        inside = own.copy()
+        if left_seam is not None:
+            inside &= columns >= left_seam[:, None]
+        if right_seam is not None:
+            inside &= columns < right_seam[:, None]
+        rows, cols = np.flatnonzero(inside.any(axis=1)), np.flatnonzero(inside.any(axis=0))
+        if len(rows) == 0:
+            continue
+        pieces.append(Piece(label, part, left + int(cols[0]), left + int(cols[-1]) + 1, top + int(rows[0]),
+                            top + int(rows[-1]) + 1, top, left_seam, right_seam, left_cost, right_cost))  # fmt: skip
+    return pieces
+
+
+def find_seams(own: np.ndarray, line_height: float, config: SegmentConfig) -> list[tuple[np.ndarray, float]]:
+    """Seams through a component's mask (rows x columns), left to right, each as (its column in every row,
+    strokes it crosses): by dynamic programming from the top row down, every seam costs the ink pixels it
+    passes plus seam_step per sideways move; the cheapest seams ending at well-spaced columns are kept."""
+    height, width = own.shape
+    ink = own.astype(np.float32)
+    total = ink[0].copy()
+    moves = np.zeros((height, width), np.int8)  # -1, 0, +1: where each row's seam came from
+    for row in range(1, height):
+        from_left = np.concatenate(([np.inf], total[:-1])) + config.seam_step
+        from_right = np.concatenate((total[1:], [np.inf])) + config.seam_step
+        choices = np.stack([from_left, total, from_right])
+        best = choices.argmin(axis=0)
+        total = choices[best, np.arange(width)] + ink[row]
+        moves[row] = best.astype(np.int8) - 1
+    stroke = max(stroke_thickness(own), 1.0)
+    before = np.concatenate([np.zeros((height, 1)), np.cumsum(own, axis=1)], axis=1)  # ink left of each column
+    area = float(before[:, -1].sum())
+    margin = max(1, int(round(config.cut_margin * line_height)))
+    spacing = max(2, int(round(config.cut_spacing * line_height)))
+    most = int(np.floor(width / line_height * config.cuts_per_height))
+    kept: list[tuple[int, np.ndarray, float]] = []
+    for end in np.argsort(total, kind="stable"):
+        if len(kept) >= most:
+            break
+        strokes = float(total[end]) / stroke
+        if strokes > config.max_cut_strokes:
+            break
+        seam = np.empty(height, np.int64)
+        seam[-1] = end
+        for row in range(height - 1, 0, -1):
+            seam[row - 1] = seam[row] + moves[row, seam[row]]
+        middle = float(seam.mean())
+        if not margin <= middle < width - margin or any(abs(middle - other) < spacing for other, _, _ in kept):
+            continue
+        left_ink = float(before[np.arange(height), seam].sum())
+        if min(left_ink, area - left_ink) < config.min_part * area:  # it shaves a sliver off the component
+            continue
+        kept.append((middle, seam, strokes))
+    return [(seam, strokes) for _, seam, strokes in sorted(kept, key=lambda item: item[0])]
+
+
+def stroke_thickness(mask: np.ndarray) -> float:
+    """The pen's width in pixels: ink area over half its boundary (preprocess.stroke_width's measure)."""
+    inner = mask.copy()
+    inner[1:] &= mask[:-1]
+    inner[:-1] &= mask[1:]
+    inner[:, 1:] &= mask[:, :-1]
+    inner[:, :-1] &= mask[:, 1:]
+    return 2 * float(mask.sum()) / max(int((mask & ~inner).sum()), 1)
+
+
+def add_candidates(layout: Layout, ink: np.ndarray, config: SegmentConfig) -> None:
+    """Every run of consecutive pieces in a line that could be one digit by its shape, with its 28x28 input."""
+    for line, (pieces, line_height) in enumerate(zip(layout.lines, layout.line_heights, strict=True)):
+        for first in range(len(pieces)):
+            right_so_far = pieces[first].left
+            for end in range(first + 1, min(first + config.max_pieces, len(pieces)) + 1):
+                group = pieces[first:end]
+                if group[-1].left - right_so_far > config.max_inner_gap * line_height:
+                    break
+                right_so_far = max(right_so_far, group[-1].right)
+                left, right = min(p.left for p in group), max(p.right for p in group)
+                top, bottom = min(p.top for p in group), max(p.bottom for p in group)
+                if right - left > config.max_width * line_height:
+                    break
+                if bottom - top < config.min_height * line_height:
+                    continue
+                digit = crop(layout.labels, ink, group, (top, bottom, left, right))
+                if digit is None:
+                    continue
+                layout.candidates.append((line, first, end))
+                layout.inputs.append(digit)
+                x_scale, y_scale = layout.scale
+                layout.boxes.append([int(left * x_scale), int(top * y_scale), int(np.ceil(right * x_scale)),
+                                     int(np.ceil(bottom * y_scale))])  # fmt: skip
+
+
+def crop(labels: np.ndarray, ink: np.ndarray, group: list[Piece], box: tuple[int, int, int, int]) -> np.ndarray | None:
+    """The pieces' ink, and the faint ink around it that belongs to no component, without any other piece's;
+    tightened as `preprocess` tightens a lone digit, then normalized as MNIST's digits were."""
+    top, bottom, left, right = box
+    top, left = max(0, top - 1), max(0, left - 1)
+    bottom, right = min(ink.shape[0], bottom + 1), min(ink.shape[1], right + 1)
+    region_labels = labels[top:bottom, left:right]
+    columns = np.arange(left, right)[None, :]
+    keep = region_labels == 0
+    for piece in group:
+        mine = region_labels == piece.component
+        for seam, side in ((piece.left_seam, 1), (piece.right_seam, -1)):
+            if seam is not None:
+                bound = seam[np.clip(np.arange(top, bottom) - piece.seam_top, 0, len(seam) - 1)][:, None]
+                mine &= columns >= bound if side == 1 else columns < bound
+        keep |= mine
+    region = np.where(keep, ink[top:bottom, left:right], 0)
+    strong = region > 0.5 * max(otsu_threshold(region), MIN_CONTRAST)
+    if not strong.any():
+        return None
+    found = np.argwhere(strong)
+    (r0, c0), (r1, c1) = found.min(axis=0), found.max(axis=0) + 1
+    digit = region[r0:r1, c0:c1]
+    digit = digit / max(float(digit.max()), 1e-6)
+    return place_in_frame(normalize_strokes(digit))
