@@ -16,7 +16,7 @@ from .inference import load_model, predict_logits
 from .metrics import softmax
 from .preprocess import load_image, normalize_mode, preprocess
 from .search import DIGITS, best_digits
-from .segment import DEFAULTS, Layout, SegmentConfig, lay_out
+from .segment import DEFAULTS, Layout, SegmentConfig, cut_unsure, lay_out
 
 # Below this top-class probability the answer is flagged unsure. A calibrated model that says 0.7 is right
 # about 70% of the time; we would rather say "not sure" than be wrong that often.
@@ -73,19 +73,26 @@ def read_images(model, sources: list, names: list[str] | None = None, keep_origi
             reading.error, reading.failure = str(error), error
         readings.append(reading)
     logits = predict_logits(model, np.stack(inputs)) if inputs else np.zeros((0, model.config.num_classes))
-    probabilities = softmax(logits, model.config.temperature).astype(np.float32)  # as `predict` calibrates them
     start = 0
     for reading in readings:
         if reading.layout is not None:
             count = len(reading.layout.inputs)
-            rows = slice(start, start + count)
-            take_digits(reading, logits[rows], probabilities[rows], model.config.class_names, config)
+            own = logits[start : start + count]
+            if cut_unsure(reading.layout, own, config):  # components that may hold two digits, cut and scored
+                own = np.concatenate([own, predict_logits(model, np.stack(reading.layout.inputs[count:]))])
+            take_digits(reading, own, model, config)
             start += count
         elif reading.input is not None:
-            fill(reading, probabilities[start], model.config.class_names)
-            reading.text, reading.digits = reading.class_name, [digit_entry(probabilities[start], None)]
+            probabilities = calibrated(logits[start], model)
+            fill(reading, probabilities, model.config.class_names)
+            reading.text, reading.digits = reading.class_name, [digit_entry(probabilities, None)]
             start += 1
     return readings
+
+
+def calibrated(logits: np.ndarray, model) -> np.ndarray:
+    """Probabilities from logits as `predict` makes them: at the model's fitted temperature."""
+    return softmax(logits, model.config.temperature).astype(np.float32)
 
 
 def opened(source, max_side: int):
@@ -97,12 +104,12 @@ def opened(source, max_side: int):
     return load_image(source, max_side=max_side)
 
 
-def take_digits(reading: Reading, logits: np.ndarray, probabilities: np.ndarray, class_names: list[str],
-                config: SegmentConfig) -> None:  # fmt: skip
+def take_digits(reading: Reading, logits: np.ndarray, model, config: SegmentConfig) -> None:
     """The reading of a number from its layout's scored candidates: a lone digit fills every field as it
     always has; several leave `label` (and the fields of one digit) empty, `confidence` the least sure digit's."""
     layout, reading.layout = reading.layout, None
     lines = best_digits(layout, logits, config)
+    probabilities = calibrated(logits, model)
     chosen = [index for line in lines for index in line]
     if not chosen:
         reading.error, reading.failure = "no digit found", NoDigitError("no digit found")
@@ -115,7 +122,7 @@ def take_digits(reading: Reading, logits: np.ndarray, probabilities: np.ndarray,
     reading.text = "\n".join("".join(str(next(numbers)["label"]) for _ in line) for line in lines)
     reading.input = np.hstack([layout.inputs[index] for index in chosen])
     if len(chosen) == 1:
-        fill(reading, probabilities[chosen[0]], class_names)
+        fill(reading, probabilities[chosen[0]], model.config.class_names)
     else:
         reading.confidence = min(digit["confidence"] for digit in reading.digits)
         reading.unsure = any(digit["unsure"] for digit in reading.digits)

@@ -26,11 +26,11 @@ def digit_scores(logits: np.ndarray, config: SegmentConfig) -> np.ndarray:
 
 
 def best_digits(layout: Layout, logits: np.ndarray, config: SegmentConfig = DEFAULTS) -> list[list[int]]:
-    """For each line that holds a digit, top to bottom: the indices (into layout.candidates) of its digits,
-    left to right."""
+    """For each line that holds a digit, top to bottom: the indices (into layout.inputs and `logits`) of its
+    digits, left to right."""
     scores = digit_scores(logits, config)
     starting: dict[tuple[int, int], list[tuple[int, int]]] = {}
-    for index, (line, first, end) in enumerate(layout.candidates):
+    for line, first, end, index in layout.candidates:
         starting.setdefault((line, first), []).append((end, index))
     found = []
     for line, pieces in enumerate(layout.lines):

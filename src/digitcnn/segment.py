@@ -39,10 +39,13 @@ class SegmentConfig:
     max_inner_gap: float = 0.35  # pieces further apart than this are two digits, never one
     max_pieces: int = 6  # pieces one digit may be made of
     cut_from_width: float = 0.45  # components narrower than this are never cut: not even two 1s fit
+    one_digit_width: float = 1.0  # components wider than this are always cut; narrower ones only when unsure
+    sure_logit: float = 4.0  # a component whose top digit logit reaches this is read as one digit, uncut
     cut_margin: float = 0.12  # no cut nearer than this to a component's side: a cut there leaves a sliver
     cut_spacing: float = 0.15  # between two cuts of one component
     cuts_per_height: float = 3.0  # at most this many cuts per line height of a component's width
     seam_step: float = 0.3  # a seam's cost of moving one column sideways, in ink pixels crossed
+    seam_rows: int = 48  # seams are found on a copy of the component at most this tall (a row is a loop step)
     max_cut_strokes: float = 2.5  # a seam crossing more strokes than this cuts through a digit, not between two
     min_part: float = 0.1  # of a component's ink: a seam leaving less on one side shaves a sliver, cuts nothing
     # The search's weights, tuned on numbers built from MNIST's training digits (benchmarks/numbers.py
@@ -50,9 +53,9 @@ class SegmentConfig:
     # + digit_bonus (search.digit_scores), less cut_cost per stroke a cut crosses and skip_cost per line
     # height of a piece left out.
     digit_logit: float = 3.5  # the top digit logit at which a crop is as likely one digit as not
-    logit_scale: float = 0.2  # logits per e-fold of those odds
+    logit_scale: float = 0.3  # logits per e-fold of those odds
     digit_bonus: float = 0.6
-    cut_cost: float = 1.5
+    cut_cost: float = 1.0
     skip_cost: float = 3.0
 
 
@@ -66,6 +69,7 @@ class Piece:
 
     component: int  # its label in Layout.labels
     part: int  # its place among its component's parts, left to right
+    parts: int  # how many parts its component was cut into (1: whole)
     left: int
     right: int  # columns [left, right) and rows [top, bottom) its pixels span
     top: int
@@ -80,15 +84,19 @@ class Piece:
 @dataclasses.dataclass
 class Layout:
     """An image's ink laid out for the search: lines (top to bottom) of pieces (left to right), the candidate
-    digits as (line, first piece, end piece), and each candidate's 28x28 input and box."""
+    digits as (line, first piece, end piece, input), and each input's 28x28 image and box. Inputs are only
+    ever added, so the classifier's answers for them stay valid as components are cut."""
 
-    labels: np.ndarray  # (H, W) int32 component labels of the working copy, 0 = ground
+    ink: np.ndarray = dataclasses.field(repr=False)  # (H, W) the working copy's ink map
+    labels: np.ndarray = dataclasses.field(repr=False)  # (H, W) int32 component labels, 0 = ground
+    component_boxes: np.ndarray  # (components, 4) top, bottom, left, right (exclusive), working pixels
     scale: tuple[float, float]  # original image pixels per working pixel, (x, y)
-    line_heights: list[float]
-    lines: list[list[Piece]]
-    candidates: list[tuple[int, int, int]] = dataclasses.field(default_factory=list)
+    line_heights: list[float] = dataclasses.field(default_factory=list)
+    lines: list[list[Piece]] = dataclasses.field(default_factory=list)
+    candidates: list[tuple[int, int, int, int]] = dataclasses.field(default_factory=list)
     inputs: list[np.ndarray] = dataclasses.field(default_factory=list)
     boxes: list[list[int]] = dataclasses.field(default_factory=list)  # [x0, y0, x1, y1] in the original's pixels
+    known: dict[tuple, int] = dataclasses.field(default_factory=dict, repr=False)  # pieces -> input index
 
 
 def working_copy(image: Image.Image, config: SegmentConfig) -> tuple[np.ndarray, tuple[float, float]]:
@@ -124,19 +132,49 @@ def lay_out(image, config: SegmentConfig = DEFAULTS) -> Layout:
         raise TooManyDigitsError("too many digits")
     minor = keep & ~major & (np.maximum(heights, widths) >= config.speck_size * tallest)
     lines = group_lines(boxes, np.flatnonzero(major), np.flatnonzero(minor), config)
-    layout = Layout(labels=labels, scale=scale, line_heights=[], lines=[])
+    layout = Layout(ink=ink, labels=labels, component_boxes=boxes, scale=scale)
     for members in lines:
         line_height = float(np.median(heights[members][heights[members] >= 0.5 * heights[members].max()]))
-        pieces = []
-        for index in members:
-            if max(heights[index], widths[index]) < config.speck_size * line_height:
-                continue
-            pieces.extend(cut_component(labels, boxes[index], index + 1, line_height, config))
-        pieces.sort(key=lambda piece: piece.left + piece.right)
-        layout.lines.append(pieces)
+        pieces = [whole_piece(boxes[index], index + 1) for index in members
+                  if max(heights[index], widths[index]) >= config.speck_size * line_height]  # fmt: skip
+        layout.lines.append(sorted(pieces, key=lambda piece: piece.left + piece.right))
         layout.line_heights.append(line_height)
-    add_candidates(layout, ink, config)
+    add_candidates(layout, config)
     return layout
+
+
+def whole_piece(box: np.ndarray, label: int) -> Piece:
+    top, bottom, left, right = (int(value) for value in box)
+    return Piece(label, 0, 1, left, right, top, bottom, top, None, None, 0.0, 0.0)
+
+
+def cut_unsure(layout: Layout, logits: np.ndarray, config: SegmentConfig) -> bool:
+    """Cuts the components that may hold more than one digit: tall enough for a digit, wide enough for two
+    narrow ones, and either too wide for one or not read as one with confidence (top logit under sure_logit).
+    A component the classifier is sure of stays whole, so a lone digit is never searched for halves. Adds
+    the new candidates; True if any component was cut."""
+    changed = False
+    sure = {}
+    for line, first, end, index in layout.candidates:
+        if end == first + 1:
+            sure[(line, first)] = float(logits[index, :10].max()) >= config.sure_logit
+    for line, (pieces, line_height) in enumerate(zip(layout.lines, layout.line_heights, strict=True)):
+        cut = []
+        for position, piece in enumerate(pieces):
+            width, height = piece.right - piece.left, piece.bottom - piece.top
+            could_be_two = piece.parts == 1 and height >= config.min_height * line_height \
+                and width >= config.cut_from_width * line_height  # fmt: skip
+            if could_be_two and (width > config.one_digit_width * line_height or not sure.get((line, position))):
+                cut.extend(cut_component(layout.labels, layout.component_boxes[piece.component - 1], piece.component,
+                                         line_height, config))  # fmt: skip
+            else:
+                cut.append(piece)
+        if len(cut) != len(pieces):
+            layout.lines[line] = sorted(cut, key=lambda piece: piece.left + piece.right)
+            changed = True
+    if changed:
+        add_candidates(layout, config)
+    return changed
 
 
 def touches_edge_along(boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -223,15 +261,12 @@ def group_lines(boxes: np.ndarray, major: np.ndarray, minor: np.ndarray, config:
 
 def cut_component(labels: np.ndarray, box: np.ndarray, label: int, line_height: float,
                   config: SegmentConfig) -> list[Piece]:  # fmt: skip
-    """A component as one piece, or, when it is wide and tall enough to hold two digits, as the pieces between its
-    candidate cuts: the top-to-bottom seams that cross the least of its ink (a touching point, the gap between
-    two overlapping strokes), kept apart from each other and from its sides."""
+    """A component as the pieces between its candidate cuts: the top-to-bottom seams that cross the least of
+    its ink (a touching point, the gap between two overlapping strokes), kept apart from each other and from
+    its sides."""
     top, bottom, left, right = (int(value) for value in box)
     own = labels[top:bottom, left:right] == label
-    width = right - left
-    seams: list[tuple[np.ndarray, float]] = []
-    if width >= config.cut_from_width * line_height and bottom - top >= config.min_height * line_height:
-        seams = find_seams(own, line_height, config)
+    seams = find_seams(own, line_height, config)
     bounds = [(None, 0.0), *((left + seam, cost) for seam, cost in seams), (None, 0.0)]
     pieces = []
     columns = np.arange(left, right)[None, :]
@@ -244,43 +279,49 @@ def cut_component(labels: np.ndarray, box: np.ndarray, label: int, line_height: 
         rows, cols = np.flatnonzero(inside.any(axis=1)), np.flatnonzero(inside.any(axis=0))
         if len(rows) == 0:
             continue
-        pieces.append(Piece(label, part, left + int(cols[0]), left + int(cols[-1]) + 1, top + int(rows[0]),
-                            top + int(rows[-1]) + 1, top, left_seam, right_seam, left_cost, right_cost))  # fmt: skip
+        pieces.append(Piece(label, part, len(bounds) - 1, left + int(cols[0]), left + int(cols[-1]) + 1,
+                            top + int(rows[0]), top + int(rows[-1]) + 1, top, left_seam, right_seam, left_cost,
+                            right_cost))  # fmt: skip
     return pieces
 
 
 def find_seams(own: np.ndarray, line_height: float, config: SegmentConfig) -> list[tuple[np.ndarray, float]]:
     """Seams through a component's mask (rows x columns), left to right, each as (its column in every row,
-    strokes it crosses): by dynamic programming from the top row down, every seam costs the ink pixels it
-    passes plus seam_step per sideways move; the cheapest seams ending at well-spaced columns are kept."""
+    strokes it crosses). By dynamic programming from the top row down, on a copy at most seam_rows tall, every
+    seam costs the ink pixels it passes plus seam_step per sideways move; the cheapest seams ending at
+    well-spaced columns are kept."""
     height, width = own.shape
-    ink = own.astype(np.float32)
+    factor = max(1, int(np.ceil(height / config.seam_rows)))
+    padded = np.pad(own, ((0, -height % factor), (0, -width % factor)))
+    small = padded.reshape(padded.shape[0] // factor, factor, -1, factor).max(axis=(1, 3))
+    ink = small.astype(np.float32)
     total = ink[0].copy()
-    moves = np.zeros((height, width), np.int8)  # -1, 0, +1: where each row's seam came from
-    for row in range(1, height):
-        from_left = np.concatenate(([np.inf], total[:-1])) + config.seam_step
-        from_right = np.concatenate((total[1:], [np.inf])) + config.seam_step
-        choices = np.stack([from_left, total, from_right])
-        best = choices.argmin(axis=0)
-        total = choices[best, np.arange(width)] + ink[row]
-        moves[row] = best.astype(np.int8) - 1
-    stroke = max(stroke_thickness(own), 1.0)
+    moves = np.zeros(small.shape, np.int8)  # -1, 0, +1: the column each row's seam came from, relative
+    from_left, from_right = np.full_like(total, np.inf), np.full_like(total, np.inf)
+    for row in range(1, small.shape[0]):
+        from_left[1:] = total[:-1] + config.seam_step
+        from_right[:-1] = total[1:] + config.seam_step
+        best = np.minimum(np.minimum(from_left, total), from_right)
+        moves[row] = np.where(best == total, 0, np.where(best == from_left, -1, 1))
+        total = best + ink[row]
+    stroke = max(stroke_thickness(small), 1.0)
     before = np.concatenate([np.zeros((height, 1)), np.cumsum(own, axis=1)], axis=1)  # ink left of each column
     area = float(before[:, -1].sum())
-    margin = max(1, int(round(config.cut_margin * line_height)))
-    spacing = max(2, int(round(config.cut_spacing * line_height)))
+    margin = max(1.0, config.cut_margin * line_height)
+    spacing = max(2.0, config.cut_spacing * line_height)
     most = int(np.floor(width / line_height * config.cuts_per_height))
-    kept: list[tuple[int, np.ndarray, float]] = []
+    kept: list[tuple[float, np.ndarray, float]] = []
     for end in np.argsort(total, kind="stable"):
         if len(kept) >= most:
             break
         strokes = float(total[end]) / stroke
         if strokes > config.max_cut_strokes:
             break
-        seam = np.empty(height, np.int64)
-        seam[-1] = end
-        for row in range(height - 1, 0, -1):
-            seam[row - 1] = seam[row] + moves[row, seam[row]]
+        path = np.empty(small.shape[0], np.int64)
+        path[-1] = end
+        for row in range(small.shape[0] - 1, 0, -1):
+            path[row - 1] = path[row] + moves[row, path[row]]
+        seam = np.minimum(np.repeat(path * factor + factor // 2, factor)[:height], width)
         middle = float(seam.mean())
         if not margin <= middle < width - margin or any(abs(middle - other) < spacing for other, _, _ in kept):
             continue
@@ -301,8 +342,10 @@ def stroke_thickness(mask: np.ndarray) -> float:
     return 2 * float(mask.sum()) / max(int((mask & ~inner).sum()), 1)
 
 
-def add_candidates(layout: Layout, ink: np.ndarray, config: SegmentConfig) -> None:
-    """Every run of consecutive pieces in a line that could be one digit by its shape, with its 28x28 input."""
+def add_candidates(layout: Layout, config: SegmentConfig) -> None:
+    """Every run of consecutive pieces in a line that could be one digit by its shape, with its 28x28 input
+    (made once: a run of the same pieces keeps its input when the line is laid out again)."""
+    layout.candidates = []
     for line, (pieces, line_height) in enumerate(zip(layout.lines, layout.line_heights, strict=True)):
         for first in range(len(pieces)):
             right_so_far = pieces[first].left
@@ -317,14 +360,17 @@ def add_candidates(layout: Layout, ink: np.ndarray, config: SegmentConfig) -> No
                     break
                 if bottom - top < config.min_height * line_height:
                     continue
-                digit = crop(layout.labels, ink, group, (top, bottom, left, right))
-                if digit is None:
-                    continue
-                layout.candidates.append((line, first, end))
-                layout.inputs.append(digit)
-                x_scale, y_scale = layout.scale
-                layout.boxes.append([int(left * x_scale), int(top * y_scale), int(np.ceil(right * x_scale)),
-                                     int(np.ceil(bottom * y_scale))])  # fmt: skip
+                key = tuple(sorted((p.component, p.part, p.parts) for p in group))
+                if key not in layout.known:
+                    digit = crop(layout.labels, layout.ink, group, (top, bottom, left, right))
+                    if digit is None:
+                        continue
+                    layout.known[key] = len(layout.inputs)
+                    layout.inputs.append(digit)
+                    x_scale, y_scale = layout.scale
+                    layout.boxes.append([int(left * x_scale), int(top * y_scale), int(np.ceil(right * x_scale)),
+                                         int(np.ceil(bottom * y_scale))])  # fmt: skip
+                layout.candidates.append((line, first, end, layout.known[key]))
 
 
 def crop(labels: np.ndarray, ink: np.ndarray, group: list[Piece], box: tuple[int, int, int, int]) -> np.ndarray | None:
