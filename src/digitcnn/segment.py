@@ -34,6 +34,8 @@ class SegmentConfig:
     min_digit_pixels: int = 6
     speck_size: float = 0.15  # a piece whose longer side is under this is a speck: never a digit or part of one
     line_overlap: float = 0.5  # digit-sized components share a line when their rows overlap this much of the shorter
+    stack_gap: float = 0.25  # ...or when one stands above the other, this much of the taller's height apart at most,
+    stack_columns: float = 0.3  # sharing this much of the narrower's columns: a digit broken across, a 5's flag
     min_height: float = 0.45  # a digit stands at least this tall: smaller numbers mixed in still read
     max_width: float = 1.4  # and is no wider than this: two digits side by side are
     max_inner_gap: float = 0.35  # pieces further apart than this are two digits, never one
@@ -53,8 +55,8 @@ class SegmentConfig:
     # + digit_bonus (search.digit_scores), less cut_cost per stroke a cut crosses and skip_cost per line
     # height of a piece left out.
     digit_logit: float = 3.5  # the top digit logit at which a crop is as likely one digit as not
-    logit_scale: float = 0.3  # logits per e-fold of those odds
-    digit_bonus: float = 0.6
+    logit_scale: float = 0.2  # logits per e-fold of those odds
+    digit_bonus: float = 0.3
     cut_cost: float = 1.0
     skip_cost: float = 3.0
 
@@ -134,7 +136,7 @@ def lay_out(image, config: SegmentConfig = DEFAULTS) -> Layout:
     lines = group_lines(boxes, np.flatnonzero(major), np.flatnonzero(minor), config)
     layout = Layout(ink=ink, labels=labels, component_boxes=boxes, scale=scale)
     for members in lines:
-        line_height = float(np.median(heights[members][heights[members] >= 0.5 * heights[members].max()]))
+        line_height = stack_height(boxes[members])
         pieces = [whole_piece(boxes[index], index + 1) for index in members
                   if max(heights[index], widths[index]) >= config.speck_size * line_height]  # fmt: skip
         layout.lines.append(sorted(pieces, key=lambda piece: piece.left + piece.right))
@@ -235,13 +237,11 @@ def label_components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def group_lines(boxes: np.ndarray, major: np.ndarray, minor: np.ndarray, config: SegmentConfig) -> list[np.ndarray]:
-    """Lines of components, top to bottom: digit-sized components whose rows overlap enough share a line (and
-    so do their neighbours' neighbours, so a line may slope); a smaller piece joins the line it overlaps most,
-    or is left out when it overlaps none."""
-    tops, bottoms = boxes[major, 0], boxes[major, 1]
-    overlap = np.minimum(bottoms[:, None], bottoms[None, :]) - np.maximum(tops[:, None], tops[None, :])
-    shorter = np.minimum((bottoms - tops)[:, None], (bottoms - tops)[None, :])
-    linked = overlap >= config.line_overlap * shorter
+    """Lines of components, top to bottom. Digit-sized components share a line when their rows overlap enough
+    or when one stands just above the other (a digit broken across, a 5's flag), and so do their neighbours'
+    neighbours, so a line may slope; a smaller piece joins the line it overlaps or stands just above or below,
+    or is left out."""
+    linked = stacked_or_side_by_side(boxes[major], boxes[major], config)
     line_of = np.arange(len(major))
     while True:  # each component takes the smallest line number among those it is linked to
         merged = np.where(linked, line_of[None, :], len(major)).min(axis=1)
@@ -250,13 +250,46 @@ def group_lines(boxes: np.ndarray, major: np.ndarray, minor: np.ndarray, config:
         line_of = merged
     _, line_of = np.unique(line_of, return_inverse=True)
     members = [list(major[line_of == line]) for line in range(int(line_of.max()) + 1)]
-    spans = np.array([[boxes[m, 0].min(), boxes[m, 1].max()] for m in members])
-    for index in minor:
-        shared = np.minimum(spans[:, 1], boxes[index, 1]) - np.maximum(spans[:, 0], boxes[index, 0])
-        if shared.max() > 0:
-            members[int(np.argmax(shared))].append(index)
+    spans = np.array([[boxes[m, 0].min(), boxes[m, 1].max(), boxes[m, 2].min(), boxes[m, 3].max()] for m in members])
+    if len(minor):
+        near = stacked_or_side_by_side(boxes[minor], spans, config)
+        shared = np.minimum(spans[None, :, 1], boxes[minor, 1, None]) \
+            - np.maximum(spans[None, :, 0], boxes[minor, 0, None])  # fmt: skip
+        for index, row, overlaps in zip(minor, near, shared, strict=True):
+            if row.any():
+                members[int(np.argmax(np.where(row, overlaps, -np.inf)))].append(index)
     order = np.argsort(spans[:, 0])
     return [np.array(members[line]) for line in order]
+
+
+def stacked_or_side_by_side(first: np.ndarray, second: np.ndarray, config: SegmentConfig) -> np.ndarray:
+    """(len(first), len(second)) booleans for boxes [top, bottom, left, right): rows overlapping by line_overlap
+    of the shorter, or one box within stack_gap of the taller's height above the other and sharing columns."""
+    top, bottom = first[:, 0, None], first[:, 1, None]
+    left, right = first[:, 2, None], first[:, 3, None]
+    rows = np.minimum(bottom, second[None, :, 1]) - np.maximum(top, second[None, :, 0])  # < 0: the gap between
+    columns = np.minimum(right, second[None, :, 3]) - np.maximum(left, second[None, :, 2])
+    heights, other_heights = bottom - top, (second[:, 1] - second[:, 0])[None, :]
+    widths, other_widths = right - left, (second[:, 3] - second[:, 2])[None, :]
+    side_by_side = rows >= config.line_overlap * np.minimum(heights, other_heights)
+    stacked = (-rows <= config.stack_gap * np.maximum(heights, other_heights)) \
+        & (columns >= config.stack_columns * np.minimum(widths, other_widths))  # fmt: skip
+    return side_by_side | stacked
+
+
+def stack_height(boxes: np.ndarray) -> float:
+    """A line's height: the median height of its digit-sized stacks of components (pieces one above the other
+    make one stack), so a digit broken across counts whole."""
+    order = np.argsort(boxes[:, 2])
+    stacks: list[list[int]] = []
+    for top, bottom, left, right in boxes[order].tolist():
+        last = stacks[-1] if stacks else None
+        if last and min(right, last[3]) - max(left, last[2]) >= 0.5 * min(right - left, last[3] - last[2]):
+            stacks[-1] = [min(top, last[0]), max(bottom, last[1]), min(left, last[2]), max(right, last[3])]
+        else:
+            stacks.append([top, bottom, left, right])
+    heights = np.array([bottom - top for top, bottom, _, _ in stacks], dtype=np.float64)
+    return float(np.median(heights[heights >= 0.5 * heights.max()]))
 
 
 def cut_component(labels: np.ndarray, box: np.ndarray, label: int, line_height: float,
