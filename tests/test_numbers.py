@@ -78,6 +78,11 @@ def test_a_spaced_number_reads_left_to_right_through_the_cli_and_the_api(mnist, 
     assert printed["confidence"] == min(digit["confidence"] for digit in printed["digits"])
     answered = client.post("/api/predict", files={"file": (str(tmp_path / "number.png"), png)})
     assert answered.status_code == 200 and answered.json() == printed
+    assert main(["predict", "--csv", str(tmp_path / "number.png")]) == 0
+    header, row = capsys.readouterr().out.strip().splitlines()
+    assert header.endswith(",text") and row.endswith(f",{truth}")
+    assert main(["predict", str(tmp_path / "number.png")]) == 0
+    assert f"number.png: {truth} (6 digits" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(("spacing", "truth"), list(JOINED))

@@ -259,14 +259,14 @@ def run_predict(arguments) -> int:
             print(json.dumps(reading.as_dict()))
     elif arguments.csv:
         writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(
-            ["file", "text", "label", "confidence", "unsure", "error"]
-            + [f"p{i}" for i in range(model.config.num_classes)]
+        writer.writerow(  # the number read comes last, so the columns older readers know keep their places
+            ["file", "label", "confidence", "unsure", "error"] + [f"p{i}" for i in range(model.config.num_classes)]
+            + ["text"]
         )
         for reading in readings:
             writer.writerow(
-                [reading.file, reading.text, reading.label, reading.confidence, reading.unsure, reading.error or ""]
-                + (reading.probabilities or [""] * model.config.num_classes)
+                [reading.file, reading.label, reading.confidence, reading.unsure, reading.error or ""]
+                + (reading.probabilities or [""] * model.config.num_classes) + [reading.text]
             )
     else:
         for reading in readings:
