@@ -108,8 +108,10 @@ def take_digits(reading: Reading, logits: np.ndarray, model, config: SegmentConf
     """The reading of a number from its layout's scored candidates: a lone digit fills every field as it
     always has; several leave `label` (and the fields of one digit) empty, `confidence` the least sure digit's."""
     layout, reading.layout = reading.layout, None
-    lines = best_digits(layout, logits, config)
     probabilities = calibrated(logits, model)
+    threshold = getattr(model.config, "not_a_digit_threshold", None)  # a model with the "not a digit" output
+    not_a_digit = probabilities[:, -1] if threshold is not None else None
+    lines = best_digits(layout, logits, config, not_a_digit)
     chosen = [index for line in lines for index in line]
     if not chosen:
         reading.error, reading.failure = "no digit found", NoDigitError("no digit found")
@@ -117,9 +119,11 @@ def take_digits(reading: Reading, logits: np.ndarray, model, config: SegmentConf
     if len(chosen) > config.max_digits:
         reading.error, reading.failure = "too many digits", TooManyDigitsError("too many digits")
         return
-    reading.digits = [digit_entry(probabilities[index], layout.boxes[index]) for index in chosen]
+    reading.digits = [digit_entry(probabilities[index], layout.boxes[index], threshold) for index in chosen]
     numbers = iter(reading.digits)
-    reading.text = "\n".join("".join(str(next(numbers)["label"]) for _ in line) for line in lines)
+    lines_read = ("".join(str(digit["label"]) for digit in (next(numbers) for _ in line) if digit["label"] is not None)
+                  for line in lines)  # fmt: skip
+    reading.text = "\n".join(line for line in lines_read if line)
     reading.input = np.hstack([layout.inputs[index] for index in chosen])
     if len(chosen) == 1:
         fill(reading, probabilities[chosen[0]], model.config.class_names)
@@ -128,10 +132,17 @@ def take_digits(reading: Reading, logits: np.ndarray, model, config: SegmentConf
         reading.unsure = any(digit["unsure"] for digit in reading.digits)
 
 
-def digit_entry(probabilities: np.ndarray, box: list[int] | None) -> dict:
+def digit_entry(probabilities: np.ndarray, box: list[int] | None, not_a_digit_threshold: float | None = None) -> dict:
+    """One digit of a number. With the "not a digit" output, its probability too; above the model's threshold,
+    no label, unsure, and the number's text leaves it out."""
     label = int(np.argmax(probabilities[:DIGITS]))
     confidence = round(float(probabilities[label]), 6)
-    return {"label": label, "confidence": confidence, "unsure": confidence < UNSURE_BELOW, "box": box}
+    entry = {"label": label, "confidence": confidence, "unsure": confidence < UNSURE_BELOW, "box": box}
+    if not_a_digit_threshold is not None:
+        entry["not_a_digit"] = round(float(probabilities[-1]), 6)
+        if entry["not_a_digit"] >= not_a_digit_threshold:
+            entry["label"], entry["unsure"] = None, True
+    return entry
 
 
 @functools.cache

@@ -15,20 +15,24 @@ from .segment import DEFAULTS, Layout, Piece, SegmentConfig
 DIGITS = 10  # the digit classes are a model's first ten; any output after them is not a digit
 
 
-def digit_scores(logits: np.ndarray, config: SegmentConfig) -> np.ndarray:
-    """Each candidate's worth as one digit: the log-probability that it is one, plus digit_bonus. Without a
-    not-a-digit output, that probability is a logistic of its largest digit logit (at temperature 1): a
-    well-formed digit's top logit stands near the model's ceiling, while two digits squeezed into one crop, or
-    half of one, fall short of it even when their softmax is confident."""
+def digit_scores(logits: np.ndarray, config: SegmentConfig, not_a_digit: np.ndarray | None = None) -> np.ndarray:
+    """Each candidate's worth as one digit: the log-probability that it is one, plus digit_bonus. A model with
+    the "not a digit" output says so itself (not_a_digit: that output's probability for each candidate).
+    Without it, the probability is a logistic of the largest digit logit (at temperature 1): a well-formed
+    digit's top logit stands near the model's ceiling, while two digits squeezed into one crop, or half of one,
+    fall short of it even when their softmax is confident."""
+    if not_a_digit is not None:
+        return np.log(np.maximum(1.0 - not_a_digit.astype(np.float64), 1e-12)) + config.digit_bonus
     top = logits[:, :DIGITS].max(axis=1).astype(np.float64)
     log_one_digit = -np.logaddexp(0.0, -(top - config.digit_logit) / config.logit_scale)  # log sigmoid
     return log_one_digit + config.digit_bonus
 
 
-def best_digits(layout: Layout, logits: np.ndarray, config: SegmentConfig = DEFAULTS) -> list[list[int]]:
+def best_digits(layout: Layout, logits: np.ndarray, config: SegmentConfig = DEFAULTS,
+                not_a_digit: np.ndarray | None = None) -> list[list[int]]:  # fmt: skip
     """For each line that holds a digit, top to bottom: the indices (into layout.inputs and `logits`) of its
     digits, left to right."""
-    scores = digit_scores(logits, config)
+    scores = digit_scores(logits, config, not_a_digit)
     starting: dict[tuple[int, int], list[tuple[int, int]]] = {}
     for line, first, end, index in layout.candidates:
         starting.setdefault((line, first), []).append((end, index))
@@ -37,6 +41,7 @@ def best_digits(layout: Layout, logits: np.ndarray, config: SegmentConfig = DEFA
         line_height = layout.line_heights[line]
         best = [0.0] + [-math.inf] * len(pieces)
         came_from: list[tuple[int, int | None]] = [(0, None)] * (len(pieces) + 1)
+        last_digit: list[int | None] = [None] * (len(pieces) + 1)  # the previous digit on each best path
         for first, piece in enumerate(pieces):
             if best[first] == -math.inf:
                 continue
@@ -46,11 +51,15 @@ def best_digits(layout: Layout, logits: np.ndarray, config: SegmentConfig = DEFA
                 skipped = best[first] - config.skip_cost * size
                 if skipped > best[first + 1]:
                     best[first + 1], came_from[first + 1] = skipped, (first, None)
+                    last_digit[first + 1] = last_digit[first]
             for end, index in starting.get((line, first), ()):
+                previous = last_digit[first]
+                if previous is not None and stacked(layout.boxes[previous], layout.boxes[index], config):
+                    continue
                 cuts = cut_strokes(pieces[first:end])
                 score = best[first] + scores[index] - config.cut_cost * cuts / 2
                 if score > best[end]:
-                    best[end], came_from[end] = score, (first, index)
+                    best[end], came_from[end], last_digit[end] = score, (first, index), index
         digits, position = [], len(pieces)
         while position > 0:
             position, index = came_from[position]
@@ -59,6 +68,14 @@ def best_digits(layout: Layout, logits: np.ndarray, config: SegmentConfig = DEFA
         if digits:
             found.append(digits[::-1])
     return found
+
+
+def stacked(left_box: list[int], right_box: list[int], config: SegmentConfig) -> bool:
+    """Whether two neighbouring digits would share most of their columns: a number's digits stand side by side,
+    so those are one digit's pieces (a 0 with a stroke through it, a 4's two strokes), not two digits."""
+    shared = min(left_box[2], right_box[2]) - max(left_box[0], right_box[0])
+    narrower = min(left_box[2] - left_box[0], right_box[2] - right_box[0])
+    return shared > config.max_digit_overlap * narrower
 
 
 def cut_strokes(group: list[Piece]) -> float:

@@ -40,6 +40,7 @@ class SegmentConfig:
     max_width: float = 1.4  # and is no wider than this: two digits side by side are
     max_inner_gap: float = 0.35  # pieces further apart than this are two digits, never one
     max_pieces: int = 6  # pieces one digit may be made of
+    max_digit_overlap: float = 0.5  # of the narrower's width: neighbouring digits share fewer columns than this
     cut_from_width: float = 0.45  # components narrower than this are never cut: not even two 1s fit
     one_digit_width: float = 1.0  # components wider than this are always cut; narrower ones only when unsure
     sure_logit: float = 4.0  # a component whose top digit logit reaches this is read as one digit, uncut
@@ -55,8 +56,8 @@ class SegmentConfig:
     # + digit_bonus (search.digit_scores), less cut_cost per stroke a cut crosses and skip_cost per line
     # height of a piece left out.
     digit_logit: float = 3.5  # the top digit logit at which a crop is as likely one digit as not
-    logit_scale: float = 0.2  # logits per e-fold of those odds
-    digit_bonus: float = 0.3
+    logit_scale: float = 0.3  # logits per e-fold of those odds
+    digit_bonus: float = 0.6
     cut_cost: float = 1.0
     skip_cost: float = 3.0
 
