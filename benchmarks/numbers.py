@@ -30,7 +30,7 @@ from benchmarks.user_style import canvas_drawing, paper_photo, scan
 from digitcnn import load_data, load_model, predict
 from digitcnn.preprocess import load_image, preprocess
 from digitcnn.recognize import read_images
-from digitcnn.segment import label_components
+from digitcnn.strokes import label_components
 
 SPACINGS = {"wide gaps": (6, 12), "tight gaps": (1, 3), "touching": (0, 0), "overlapping 1-3 px": (-3, -1)}
 INK = 128  # a pixel above half intensity is ink when spacings are measured

@@ -14,8 +14,8 @@ from PIL import Image
 
 from digitcnn import read
 from digitcnn.cli import main
-from digitcnn.segment import label_components
 from digitcnn.serve import create_app
+from digitcnn.strokes import label_components
 
 # Test digits (among the first hundred) whose inks join into one blob at that spacing and whose number the search
 # reads: chosen so, since it reads about one such blob in five; benchmarks/numbers.py measures the rates.
