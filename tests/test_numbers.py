@@ -1,18 +1,21 @@
 """Numbers, not just digits: MNIST test digits laid side by side (spaced, touching, broken into pieces), saved as
 real PNG files, read through the real CLI, the HTTP API and `digitcnn.read`."""
 
+import dataclasses
 import io
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 from benchmarks.numbers import SPACINGS, compose
 from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from digitcnn import read
+from digitcnn import load_model, read
 from digitcnn.cli import main
 from digitcnn.serve import create_app
 from digitcnn.strokes import label_components
@@ -174,3 +177,29 @@ def test_shuffling_the_digits_shuffles_the_text(mnist, order):
     indices = [[1, 2, 3, 4, 7][position] for position in order]
     answer = read(number_png(x_test, indices, "wide gaps", seed=len(order)))
     assert answer["text"] == "".join(str(y_test[index]) for index in indices)
+
+
+class SevensAreNotDigits(torch.nn.Module):
+    """The shipped model with a last "not a digit" output (as issue 16's models have) that says so of every 7."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+        names = [*inner.config.class_names, "not a digit"]
+        self.config = SimpleNamespace(**{**dataclasses.asdict(inner.config), "num_classes": 11, "class_names": names,
+                                         "not_a_digit_threshold": 0.5})  # fmt: skip
+
+    def forward(self, pixels):
+        logits = self.inner(pixels)
+        sevens = (logits.argmax(dim=1) == 7).float()
+        return torch.cat([logits, (30 * sevens - 15)[:, None]], dim=1)
+
+
+def test_a_model_that_says_not_a_digit_drives_the_search_and_marks_the_digit(mnist):
+    _, (x_test, y_test) = mnist
+    indices = [2, 0, 5]  # 1, 7, 1
+    assert "".join(str(label) for label in y_test[indices]) == "171"
+    answer = read(number_png(x_test, indices, "wide gaps"), model=SevensAreNotDigits(load_model()))
+    assert answer["text"] == "11" and [digit["label"] for digit in answer["digits"]] == [1, None, 1]
+    assert answer["digits"][1]["not_a_digit"] > 0.5 and answer["digits"][1]["unsure"] and answer["unsure"]
+    assert answer["digits"][0]["not_a_digit"] < 0.5
