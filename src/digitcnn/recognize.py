@@ -78,7 +78,8 @@ def read_images(model, sources: list, names: list[str] | None = None, keep_origi
         if reading.layout is not None:
             count = len(reading.layout.inputs)
             own = logits[start : start + count]
-            if cut_unsure(reading.layout, own, config):  # components that may hold two digits, cut and scored
+            # Components that may hold two digits are cut; the new candidates (if any are new) are scored.
+            if cut_unsure(reading.layout, own, config) and len(reading.layout.inputs) > count:
                 own = np.concatenate([own, predict_logits(model, np.stack(reading.layout.inputs[count:]))])
             take_digits(reading, own, model, config)
             start += count
