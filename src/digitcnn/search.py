@@ -37,37 +37,49 @@ def best_digits(layout: Layout, logits: np.ndarray, config: SegmentConfig = DEFA
     for line, first, end, index in layout.candidates:
         starting.setdefault((line, first), []).append((end, index))
     found = []
-    for line, pieces in enumerate(layout.lines):
-        line_height = layout.line_heights[line]
-        best = [0.0] + [-math.inf] * len(pieces)
-        came_from: list[tuple[int, int | None]] = [(0, None)] * (len(pieces) + 1)
-        last_digit: list[int | None] = [None] * (len(pieces) + 1)  # the previous digit on each best path
-        for first, piece in enumerate(pieces):
-            if best[first] == -math.inf:
-                continue
-            # A piece too short to be a digit may be left out (a stray mark); a digit-sized one must be read.
-            if piece.bottom - piece.top < config.min_height * line_height:
-                size = max(piece.right - piece.left, piece.bottom - piece.top) / line_height
-                skipped = best[first] - config.skip_cost * size
-                if skipped > best[first + 1]:
-                    best[first + 1], came_from[first + 1] = skipped, (first, None)
-                    last_digit[first + 1] = last_digit[first]
-            for end, index in starting.get((line, first), ()):
-                previous = last_digit[first]
-                if previous is not None and stacked(layout.boxes[previous], layout.boxes[index], config):
-                    continue
-                cuts = cut_strokes(pieces[first:end])
-                score = best[first] + scores[index] - config.cut_cost * cuts / 2
-                if score > best[end]:
-                    best[end], came_from[end], last_digit[end] = score, (first, index), index
-        digits, position = [], len(pieces)
-        while position > 0:
-            position, index = came_from[position]
-            if index is not None:
-                digits.append(index)
+    for line in range(len(layout.lines)):
+        digits = line_digits(layout, line, starting, scores, config, leave_out_digits=False)
+        if digits is None:  # no reading takes every digit-sized piece: the best that leaves some out
+            digits = line_digits(layout, line, starting, scores, config, leave_out_digits=True)
         if digits:
-            found.append(digits[::-1])
+            found.append(digits)
     return found
+
+
+def line_digits(layout: Layout, line: int, starting: dict, scores: np.ndarray, config: SegmentConfig,
+                leave_out_digits: bool) -> list[int] | None:  # fmt: skip
+    """The best path through one line's pieces, as its digits' input indices; None when no path reaches the
+    line's end. A piece too short to be a digit may be left out (a stray mark); a digit-sized one only when
+    leave_out_digits allows it."""
+    pieces, line_height = layout.lines[line], layout.line_heights[line]
+    best = [0.0] + [-math.inf] * len(pieces)
+    came_from: list[tuple[int, int | None]] = [(0, None)] * (len(pieces) + 1)
+    last_digit: list[int | None] = [None] * (len(pieces) + 1)  # the previous digit on each best path
+    for first, piece in enumerate(pieces):
+        if best[first] == -math.inf:
+            continue
+        if leave_out_digits or piece.bottom - piece.top < config.min_height * line_height:
+            size = max(piece.right - piece.left, piece.bottom - piece.top) / line_height
+            skipped = best[first] - config.skip_cost * size
+            if skipped > best[first + 1]:
+                best[first + 1], came_from[first + 1] = skipped, (first, None)
+                last_digit[first + 1] = last_digit[first]
+        for end, index in starting.get((line, first), ()):
+            previous = last_digit[first]
+            if previous is not None and stacked(layout.boxes[previous], layout.boxes[index], config):
+                continue
+            cuts = cut_strokes(pieces[first:end])
+            score = best[first] + scores[index] - config.cut_cost * cuts / 2
+            if score > best[end]:
+                best[end], came_from[end], last_digit[end] = score, (first, index), index
+    if best[-1] == -math.inf:
+        return None
+    digits, position = [], len(pieces)
+    while position > 0:
+        position, index = came_from[position]
+        if index is not None:
+            digits.append(index)
+    return digits[::-1]
 
 
 def stacked(left_box: list[int], right_box: list[int], config: SegmentConfig) -> bool:
