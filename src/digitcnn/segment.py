@@ -37,7 +37,7 @@ class SegmentConfig:
     speck_size: float = 0.15  # a piece whose longer side is under this is a speck: never a digit or part of one
     line_overlap: float = 0.5  # digit-sized components share a line when their rows overlap this much of the shorter
     stack_gap: float = 0.25  # ...or when one stands above the other, this much of the taller's height apart at most,
-    stack_columns: float = 0.3  # sharing this much of the narrower's columns: a digit broken across, a 5's flag
+    stack_columns: float = 0.0  # sharing this much of the narrower's columns (0: meeting): a broken digit, a 5's flag
     min_height: float = 0.45  # a digit stands at least this tall: smaller numbers mixed in still read
     max_width: float = 1.4  # and is no wider than this: two digits side by side are
     max_inner_gap: float = 0.35  # pieces further apart than this are two digits, never one
@@ -128,7 +128,7 @@ def lay_out(image, config: SegmentConfig = DEFAULTS) -> Layout:
     labels, boxes = label_components(mask)  # boxes: (count, 4) top, bottom, left, right (exclusive)
     heights, widths = boxes[:, 1] - boxes[:, 0], boxes[:, 3] - boxes[:, 2]
     smallest_digit = max(config.min_digit_pixels, config.min_digit_fraction * min(mask.shape))
-    keep = ~touches_edge_along(boxes, mask.shape) & (np.maximum(heights, widths) >= 2)
+    keep = ~lies_along_edge(labels, len(boxes)) & (np.maximum(heights, widths) >= 2)
     tallest = float(heights[keep].max()) if keep.any() else 0.0
     if tallest < smallest_digit:
         raise NoDigitError("no digit found")
@@ -139,7 +139,7 @@ def lay_out(image, config: SegmentConfig = DEFAULTS) -> Layout:
     lines = group_lines(boxes, np.flatnonzero(major), np.flatnonzero(minor), config)
     layout = Layout(ink=ink, labels=labels, component_boxes=boxes, scale=scale)
     for members in lines:
-        line_height = stack_height(boxes[members])
+        line_height = stack_height(boxes[members], config)
         pieces = [whole_piece(boxes[index], index + 1) for index in members
                   if max(heights[index], widths[index]) >= config.speck_size * line_height]  # fmt: skip
         layout.lines.append(sorted(pieces, key=lambda piece: piece.left + piece.right))
@@ -155,9 +155,9 @@ def whole_piece(box: np.ndarray, label: int) -> Piece:
 
 def cut_unsure(layout: Layout, logits: np.ndarray, config: SegmentConfig) -> bool:
     """Cuts the components that may hold more than one digit: tall enough for a digit, wide enough for two
-    narrow ones, and either too wide for one or not read as one with confidence (top logit under sure_logit).
-    A component the classifier is sure of stays whole, so a lone digit is never searched for halves. Adds
-    the new candidates; True if any component was cut."""
+    narrow ones, and either too wide for one or, beside other digits, not read as one with confidence (top
+    logit under sure_logit). A component the classifier is sure of stays whole, so a clear digit is never
+    searched for halves. Adds the new candidates; True if any component was cut."""
     changed = False
     sure = {}
     for line, first, end, index in layout.candidates:
@@ -165,11 +165,15 @@ def cut_unsure(layout: Layout, logits: np.ndarray, config: SegmentConfig) -> boo
             sure[(line, first)] = float(logits[index, :10].max()) >= config.sure_logit
     for line, (pieces, line_height) in enumerate(zip(layout.lines, layout.line_heights, strict=True)):
         cut = []
+        # A blob alone on its line is one digit unless it is too wide for one: most digits the classifier is
+        # unsure of are odd digits, not two touching ones.
+        alone = sum(piece.bottom - piece.top >= config.min_height * line_height for piece in pieces) == 1
         for position, piece in enumerate(pieces):
             width, height = piece.right - piece.left, piece.bottom - piece.top
             could_be_two = piece.parts == 1 and height >= config.min_height * line_height \
                 and width >= config.cut_from_width * line_height  # fmt: skip
-            if could_be_two and (width > config.one_digit_width * line_height or not sure.get((line, position))):
+            unsure = not alone and not sure.get((line, position))
+            if could_be_two and (width > config.one_digit_width * line_height or unsure):
                 cut.extend(cut_component(layout.labels, layout.component_boxes[piece.component - 1], piece.component,
                                          line_height, config))  # fmt: skip
             else:
@@ -182,13 +186,13 @@ def cut_unsure(layout: Layout, logits: np.ndarray, config: SegmentConfig) -> boo
     return changed
 
 
-def touches_edge_along(boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Components lying along the frame's edge for more than half of it: a page's edge or shadow, not ink
-    (a digit drawn to the canvas's edge touches it only where its strokes end)."""
-    height, width = shape
-    along_side = ((boxes[:, 2] == 0) | (boxes[:, 3] == width)) & (boxes[:, 1] - boxes[:, 0] > height / 2)
-    along_top = ((boxes[:, 0] == 0) | (boxes[:, 1] == height)) & (boxes[:, 3] - boxes[:, 2] > width / 2)
-    return along_side | along_top
+def lies_along_edge(labels: np.ndarray, count: int) -> np.ndarray:
+    """Components covering more than half of one of the frame's edges: a page's edge or a shadow, not ink (a
+    digit that reaches the edge touches it only where its strokes end)."""
+    along = np.zeros(count + 1, dtype=bool)
+    for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
+        along |= np.bincount(edge, minlength=count + 1) > len(edge) / 2
+    return along[1:]
 
 
 def group_lines(boxes: np.ndarray, major: np.ndarray, minor: np.ndarray, config: SegmentConfig) -> list[np.ndarray]:
@@ -219,31 +223,35 @@ def group_lines(boxes: np.ndarray, major: np.ndarray, minor: np.ndarray, config:
 
 def stacked_or_side_by_side(first: np.ndarray, second: np.ndarray, config: SegmentConfig) -> np.ndarray:
     """(len(first), len(second)) booleans for boxes [top, bottom, left, right): rows overlapping by line_overlap
-    of the shorter, or one box within stack_gap of the taller's height above the other and sharing columns."""
-    top, bottom = first[:, 0, None], first[:, 1, None]
-    left, right = first[:, 2, None], first[:, 3, None]
-    rows = np.minimum(bottom, second[None, :, 1]) - np.maximum(top, second[None, :, 0])  # < 0: the gap between
-    columns = np.minimum(right, second[None, :, 3]) - np.maximum(left, second[None, :, 2])
-    heights, other_heights = bottom - top, (second[:, 1] - second[:, 0])[None, :]
-    widths, other_widths = right - left, (second[:, 3] - second[:, 2])[None, :]
-    side_by_side = rows >= config.line_overlap * np.minimum(heights, other_heights)
-    stacked = (-rows <= config.stack_gap * np.maximum(heights, other_heights)) \
-        & (columns >= config.stack_columns * np.minimum(widths, other_widths))  # fmt: skip
-    return side_by_side | stacked
+    of the shorter (side by side), or stacked."""
+    rows = np.minimum(first[:, 1, None], second[None, :, 1]) - np.maximum(first[:, 0, None], second[None, :, 0])
+    shorter = np.minimum((first[:, 1] - first[:, 0])[:, None], (second[:, 1] - second[:, 0])[None, :])
+    return (rows >= config.line_overlap * shorter) | stacked(first, second, config)
 
 
-def stack_height(boxes: np.ndarray) -> float:
+def stacked(first: np.ndarray, second: np.ndarray, config: SegmentConfig) -> np.ndarray:
+    """(len(first), len(second)) booleans: one box above the other, at most stack_gap of the taller's height
+    apart and sharing at least stack_columns of the narrower's columns (a digit broken across, a 5's flag)."""
+    rows = np.minimum(first[:, 1, None], second[None, :, 1]) - np.maximum(first[:, 0, None], second[None, :, 0])
+    columns = np.minimum(first[:, 3, None], second[None, :, 3]) - np.maximum(first[:, 2, None], second[None, :, 2])
+    taller = np.maximum((first[:, 1] - first[:, 0])[:, None], (second[:, 1] - second[:, 0])[None, :])
+    narrower = np.minimum((first[:, 3] - first[:, 2])[:, None], (second[:, 3] - second[:, 2])[None, :])
+    return (rows < 0.5 * taller) & (-rows <= config.stack_gap * taller) & (columns >= config.stack_columns * narrower)
+
+
+def stack_height(boxes: np.ndarray, config: SegmentConfig) -> float:
     """A line's height: the median height of its digit-sized stacks of components (pieces one above the other
     make one stack), so a digit broken across counts whole."""
-    order = np.argsort(boxes[:, 2])
-    stacks: list[list[int]] = []
-    for top, bottom, left, right in boxes[order].tolist():
-        last = stacks[-1] if stacks else None
-        if last and min(right, last[3]) - max(left, last[2]) >= 0.5 * min(right - left, last[3] - last[2]):
-            stacks[-1] = [min(top, last[0]), max(bottom, last[1]), min(left, last[2]), max(right, last[3])]
-        else:
-            stacks.append([top, bottom, left, right])
-    heights = np.array([bottom - top for top, bottom, _, _ in stacks], dtype=np.float64)
+    linked = stacked(boxes, boxes, config)
+    stack_of = np.arange(len(boxes))
+    while True:
+        merged = np.where(linked, stack_of[None, :], len(boxes)).min(axis=1)
+        merged = np.minimum(merged, stack_of)
+        if np.array_equal(merged, stack_of):
+            break
+        stack_of = merged
+    heights = np.array([boxes[stack_of == stack, 1].max() - boxes[stack_of == stack, 0].min()
+                        for stack in np.unique(stack_of)], dtype=np.float64)  # fmt: skip
     return float(np.median(heights[heights >= 0.5 * heights.max()]))
 
 
@@ -287,7 +295,10 @@ def add_candidates(layout: Layout, config: SegmentConfig) -> None:
                 right_so_far = max(right_so_far, group[-1].right)
                 left, right = min(p.left for p in group), max(p.right for p in group)
                 top, bottom = min(p.top for p in group), max(p.bottom for p in group)
-                if right - left > config.max_width * line_height:
+                one_blob = len({piece.component for piece in group}) == 1
+                if right - left > config.max_width * line_height and not (one_blob and len(group) == group[0].parts):
+                    if one_blob:  # wider than a digit, but all of one blob of ink may be one (a flat 0 or 2)
+                        continue
                     break
                 if bottom - top < config.min_height * line_height:
                     continue
