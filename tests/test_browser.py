@@ -72,10 +72,37 @@ def test_drawing_a_digit_shows_its_label_and_clear_resets(page):
     wait_for_label(page, "?")
     assert page.evaluate("document.body.dataset.state") == "blank"
 
-    draw(page, [[(0.25, 0.2), (0.75, 0.2), (0.45, 0.85)]])  # a seven
+    draw(page, [[(0.4, 0.2), (0.6, 0.2), (0.47, 0.85)]])  # a seven
     wait_for_label(page, "7")
     page.click("#undo")
     wait_for_label(page, "?")
+
+
+def test_writing_a_number_shows_its_text_and_a_box_around_each_digit(page):
+    def one(x):
+        return [(x, 0.2), (x, 0.8)]
+
+    def seven(x):
+        return [(x - 0.06, 0.22), (x + 0.06, 0.22), (x - 0.02, 0.8)]
+
+    draw(page, [one(0.25), seven(0.5), one(0.75)])
+    wait_for_label(page, "171")
+    boxes = page.locator("#marks .box")
+    assert boxes.count() == 3
+    lefts = [boxes.nth(index).bounding_box()["x"] for index in range(3)]
+    assert lefts == sorted(lefts)
+    assert [boxes.nth(index).locator("span").text_content().split()[0] for index in range(3)] == ["1", "7", "1"]
+    pad = page.locator("#pad").bounding_box()
+    for index in range(3):  # each box lies on the pad, around its own stroke
+        box = boxes.nth(index).bounding_box()
+        assert pad["x"] <= box["x"] and box["x"] + box["width"] <= pad["x"] + pad["width"]
+        assert box["x"] - 4 <= pad["x"] + [0.25, 0.5, 0.75][index] * pad["width"] <= box["x"] + box["width"] + 4
+    assert page.locator("#digits li").count() == 3
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"written-number-{page.viewport_size['width']}.png"))
+    page.click("#clear")
+    wait_for_label(page, "?")
+    assert page.locator("#marks .box").count() == 0
 
 
 def test_uploading_a_file_reads_it_through_the_same_api(page, mnist, tmp_path):

@@ -31,3 +31,7 @@ class ModelError(DigitcnnError):
 
 class NoLayersError(ModelError):
     """A model with no PyTorch layers to look inside: an exported ONNX file, or an ensemble of several networks."""
+
+
+class TooManyDigitsError(ImageError):
+    """More digits in one image than a reading takes (SegmentConfig.max_digits): refused, not truncated."""

@@ -16,7 +16,7 @@ from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from .files import atomic_path
 from .metrics import ReliabilityBins
-from .pixels import IMAGE_SHAPE, as_pixels
+from .pixels import SIDE, as_pixels
 
 DPI = 100  # figure sizes below are in inches, so a 10-inch figure is 1,000 pixels wide
 # Digits are drawn as dark ink on white paper, which reads better in a grid than MNIST's white on black.
@@ -286,7 +286,7 @@ def plot_preprocessed(originals: Sequence, inputs: Sequence, labels: Sequence, c
             name = name or f"original {size}"
         left.set_title(textwrap.shorten(name or "original", 32), fontsize=10)
         if inputs[index] is not None:
-            model_input = np.asarray(inputs[index]).reshape(IMAGE_SHAPE)
+            model_input = np.asarray(inputs[index]).reshape(SIDE, -1)  # a number: its digits side by side
             _digit_panel(right, model_input, _digit_range(model_input), "")
             _frame(right)
         if labels[index] is not None:

@@ -48,8 +48,10 @@ SPECK_FRACTION = 0.05  # components under 5% of the main one's area are specks, 
 BORDER_PENALTY = 0.25  # ink touching the frame's edge is more often a shadow or the table than the digit
 
 
-def load_image(source) -> Image.Image:
+def load_image(source, max_side: int | None = None) -> Image.Image:
     """A path, bytes or binary file -> a decoded PIL image ("L", "RGB" or "RGBA"), EXIF orientation applied.
+    With max_side, a JPEG larger than that is decoded at 1/2, 1/4 or 1/8 scale (in the DCT, several times
+    faster than in full), still at least max_side on its longer side; `info["full_size"]` keeps its size.
 
     Raises ImageTooLargeError over the byte or pixel cap (checked before decoding), UnsupportedImageError for
     data that is not an image or is one of a format we do not read, ImageError otherwise."""
@@ -80,8 +82,15 @@ def load_image(source) -> Image.Image:
             if image.format not in SUPPORTED_FORMATS:
                 raise UnsupportedImageError(f"unsupported image format {image.format}")
             image.seek(0)  # an animated GIF or multi-page TIFF: the first frame
+            if max_side and image.format in ("JPEG", "MPO") and max(width, height) > max_side:
+                shrink = max_side / max(width, height)
+                image.draft(image.mode, (int(np.ceil(width * shrink)), int(np.ceil(height * shrink))))
             image.load()
+            drafted = image.size != (width, height)
             image = ImageOps.exif_transpose(image)
+            if drafted:  # the full size, turned as EXIF turned the decoded one
+                same_way = (image.size[0] >= image.size[1]) == (width >= height)
+                image.info["full_size"] = (width, height) if same_way else (height, width)
         except UnidentifiedImageError:
             kind = next((name for name, magic in SIGNATURES.items() if data.startswith(magic)), None)
             if kind:

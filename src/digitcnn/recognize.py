@@ -1,17 +1,23 @@
-"""From image files to answers: preprocess each, predict in one batch, and say when not to trust the answer.
-The CLI's `predict`, the HTTP API and the web page all answer with `Reading.as_dict()`."""
+"""From image files to answers: find the digits in each, predict them all in one batch, and say when not to
+trust the answer. The CLI's `predict`, the HTTP API, the web page and `digitcnn.read` all answer with
+`Reading.as_dict()`."""
 
 import dataclasses
+import functools
 import glob
 import os
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-from .errors import ImageError, NoDigitError
-from .inference import predict
-from .preprocess import load_image, preprocess
+from .errors import ImageError, NoDigitError, TooManyDigitsError
+from .inference import load_model, predict_logits
+from .metrics import softmax
+from .preprocess import load_image, normalize_mode, preprocess
 from .rejection import NOT_A_DIGIT, digit_probabilities, rejects
+from .search import DIGITS, best_digits
+from .segment import DEFAULTS, Layout, SegmentConfig, cut_unsure, lay_out
 
 # Below this top-class probability the answer is flagged unsure. A calibrated model that says 0.7 is right
 # about 70% of the time; we would rather say "not sure" than be wrong that often.
@@ -29,40 +35,128 @@ class Reading:
     top3: list[dict] | None = None
     unsure: bool = True
     error: str | None = None
-    not_a_digit: float | None = None  # the probability behind "not a digit"; None for a model without that output
     input: np.ndarray | None = dataclasses.field(default=None, repr=False)  # the 28x28 the model saw
     original: object | None = dataclasses.field(default=None, repr=False)  # the decoded image, for --show
     failure: Exception | None = dataclasses.field(default=None, repr=False)  # what `error` says, for the server
+    not_a_digit: float | None = None  # the probability behind "not a digit"; None for a model without that output
+    # --- numbers (issue 17): every digit of the image, left to right, lines top to bottom ---
+    text: str = ""  # the digits read, lines joined by "\n"
+    digits: list[dict] = dataclasses.field(default_factory=list)  # {label, confidence, unsure, box} each
+    layout: Layout | None = dataclasses.field(default=None, repr=False)  # the candidates, until they are scored
 
     def as_dict(self) -> dict:
-        fields = ("file", "label", "class_name", "confidence", "probabilities", "top3", "unsure", "error",
-                  "not_a_digit")  # fmt: skip
+        fields = ("file", "text", "digits", "label", "class_name", "confidence", "probabilities", "top3", "unsure",
+                  "error", "not_a_digit")  # fmt: skip
         return {name: getattr(self, name) for name in fields}
 
 
-def read_images(model, sources: list, names: list[str] | None = None, keep_originals: bool = False) -> list[Reading]:
-    """One Reading per source (a path, bytes or a file object), in order. A source that fails gets its
-    `error` and the others go on."""
+def read_images(model, sources: list, names: list[str] | None = None, keep_originals: bool = False,
+                config: SegmentConfig = DEFAULTS) -> list[Reading]:  # fmt: skip
+    """One Reading per source (a path, bytes, a file object, a PIL image or an array), in order, with every
+    digit it holds. A source that fails gets its `error` and the others go on. A model whose classes are not
+    the ten digits reads each image as one item, as it was trained to."""
     names = names or [str(source) if isinstance(source, str | os.PathLike) else None for source in sources]
+    reads_numbers = [str(digit) for digit in range(DIGITS)] == list(model.config.class_names[:DIGITS])
     readings, inputs = [], []
     for source, name in zip(sources, names, strict=True):
         reading = Reading(file=name)
         try:
-            image = load_image(source)
+            image = opened(source, config.working_side)
             reading.original = image if keep_originals else None
-            reading.input = preprocess(image)
-            inputs.append(reading.input)
+            if reads_numbers:
+                reading.layout = lay_out(image, config)
+                inputs.extend(reading.layout.inputs)
+            else:
+                reading.input = preprocess(image)
+                inputs.append(reading.input)
         except NoDigitError as error:
             reading.error, reading.failure = "no digit found", error
         except ImageError as error:
             reading.error, reading.failure = str(error), error
         readings.append(reading)
-    if inputs:
-        probabilities = predict(model, np.stack(inputs))
-        answered = (reading for reading in readings if reading.input is not None)
-        for reading, row in zip(answered, probabilities, strict=True):
-            fill(reading, row, model.config)
+    logits = predict_logits(model, np.stack(inputs)) if inputs else np.zeros((0, model.config.num_classes))
+    start = 0
+    for reading in readings:
+        if reading.layout is not None:
+            count = len(reading.layout.inputs)
+            own = logits[start : start + count]
+            # Components that may hold two digits are cut; the new candidates (if any are new) are scored.
+            if cut_unsure(reading.layout, own, config) and len(reading.layout.inputs) > count:
+                own = np.concatenate([own, predict_logits(model, np.stack(reading.layout.inputs[count:]))])
+            take_digits(reading, own, model, config)
+            start += count
+        elif reading.input is not None:
+            probabilities = calibrated(logits[start], model)
+            fill(reading, probabilities, model.config)
+            reading.text, reading.digits = reading.class_name or "", [digit_entry(probabilities, None)]
+            start += 1
     return readings
+
+
+def calibrated(logits: np.ndarray, model) -> np.ndarray:
+    """Probabilities from logits as `predict` makes them: at the model's fitted temperature."""
+    return softmax(logits, model.config.temperature).astype(np.float32)
+
+
+def opened(source, max_side: int):
+    """What read_images takes -> a PIL image or an array, as `lay_out` and `preprocess` take it."""
+    if isinstance(source, Image.Image):
+        return normalize_mode(source)
+    if isinstance(source, np.ndarray):
+        return source
+    return load_image(source, max_side=max_side)
+
+
+def take_digits(reading: Reading, logits: np.ndarray, model, config: SegmentConfig) -> None:
+    """The reading of a number from its layout's scored candidates: a lone digit fills every field as it
+    always has; several leave `label` (and the fields of one digit) empty, `confidence` the least sure digit's."""
+    layout, reading.layout = reading.layout, None
+    probabilities = calibrated(logits, model)
+    threshold = getattr(model.config, "not_a_digit_threshold", None)  # a model with the "not a digit" output
+    not_a_digit = probabilities[:, -1] if threshold is not None else None
+    lines = best_digits(layout, logits, config, not_a_digit)
+    chosen = [index for line in lines for index in line]
+    if not chosen:
+        reading.error, reading.failure = "no digit found", NoDigitError("no digit found")
+        return
+    if len(chosen) > config.max_digits:
+        reading.error, reading.failure = "too many digits", TooManyDigitsError("too many digits")
+        return
+    reading.digits = [digit_entry(probabilities[index], layout.boxes[index], threshold) for index in chosen]
+    numbers = iter(reading.digits)
+    lines_read = ("".join(str(digit["label"]) for digit in (next(numbers) for _ in line) if digit["label"] is not None)
+                  for line in lines)  # fmt: skip
+    reading.text = "\n".join(line for line in lines_read if line)
+    reading.input = np.hstack([layout.inputs[index] for index in chosen])
+    if len(chosen) == 1:
+        fill(reading, probabilities[chosen[0]], model.config)
+    else:
+        reading.confidence = min(digit["confidence"] for digit in reading.digits)
+        reading.unsure = any(digit["unsure"] for digit in reading.digits)
+
+
+def digit_entry(probabilities: np.ndarray, box: list[int] | None, not_a_digit_threshold: float | None = None) -> dict:
+    """One digit of a number. With the "not a digit" output, its probability too; above the model's threshold,
+    no label, unsure, and the number's text leaves it out."""
+    label = int(np.argmax(probabilities[:DIGITS]))
+    confidence = round(float(probabilities[label]), 6)
+    entry = {"label": label, "confidence": confidence, "unsure": confidence < UNSURE_BELOW, "box": box}
+    if not_a_digit_threshold is not None:
+        entry["not_a_digit"] = round(float(probabilities[-1]), 6)
+        if entry["not_a_digit"] >= not_a_digit_threshold:
+            entry["label"], entry["unsure"] = None, True
+    return entry
+
+
+@functools.cache
+def shipped_model():
+    return load_model(None)
+
+
+def read(image, model=None) -> dict:
+    """Every digit in one image (a path, bytes, a PIL image or an array) with the shipped model or `model`:
+    the same dict `digitcnn predict --json` prints, with `text` the number read."""
+    return read_images(model if model is not None else shipped_model(), [image])[0].as_dict()
 
 
 def fill(reading: Reading, probabilities: np.ndarray, config) -> None:
@@ -91,14 +185,15 @@ def is_failure(reading: Reading) -> bool:
 
 def csv_rows(readings: list[Reading], config) -> list[list]:
     """`predict --csv`: a header, then one row per reading; the ten digits' probabilities, then "not a digit"'s
-    (empty for a model without that output)."""
+    (empty for a model without that output), and last the number read, so the columns older readers know keep
+    their places."""
     digits = config.num_classes - (1 if rejects(config) else 0)
-    rows = [["file", "label", "confidence", "unsure", "error"] + [f"p{i}" for i in range(digits)] + ["not_a_digit"]]
+    rows = [["file", "label", "confidence", "unsure", "error"] + [f"p{i}" for i in range(digits)] + ["not_a_digit", "text"]]
     for reading in readings:
         rows.append(
             [reading.file, reading.label, reading.confidence, reading.unsure, reading.error or ""]
             + (reading.probabilities or [""] * digits)
-            + ["" if reading.not_a_digit is None else reading.not_a_digit]
+            + ["" if reading.not_a_digit is None else reading.not_a_digit, reading.text]
         )
     return rows
 
@@ -109,6 +204,10 @@ def describe(reading: Reading) -> str:
         return f"{reading.file}: {NOT_A_DIGIT} (probability {reading.not_a_digit:.3f})"
     if reading.error:
         return f"{reading.file}: {reading.error}"
+    if len(reading.digits) > 1:  # a number: its text on one line, then how sure its least sure digit is
+        flag = "  (unsure)" if reading.unsure else ""
+        text = reading.text.replace("\n", " ")
+        return f"{reading.file}: {text} ({len(reading.digits)} digits; least confidence {reading.confidence:.3f}){flag}"
     top = ", ".join(f"{entry['label']} {entry['probability']:.3f}" for entry in reading.top3)
     flag = "  (unsure)" if reading.unsure else ""
     return f"{reading.file}: {reading.class_name} (confidence {reading.confidence:.3f}; top-3 {top}){flag}"
