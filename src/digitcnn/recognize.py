@@ -188,7 +188,9 @@ def csv_rows(readings: list[Reading], config) -> list[list]:
     (empty for a model without that output), and last the number read, so the columns older readers know keep
     their places."""
     digits = config.num_classes - (1 if rejects(config) else 0)
-    rows = [["file", "label", "confidence", "unsure", "error"] + [f"p{i}" for i in range(digits)] + ["not_a_digit", "text"]]
+    rows = [
+        ["file", "label", "confidence", "unsure", "error"] + [f"p{i}" for i in range(digits)] + ["not_a_digit", "text"]
+    ]
     for reading in readings:
         rows.append(
             [reading.file, reading.label, reading.confidence, reading.unsure, reading.error or ""]
