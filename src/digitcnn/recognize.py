@@ -68,7 +68,10 @@ def fill(reading: Reading, probabilities: np.ndarray, class_names: list[str]) ->
     reading.class_name = class_names[reading.label]
     reading.confidence = round(float(probabilities[order[0]]), 6)
     reading.probabilities = [round(float(value), 6) for value in probabilities]
-    reading.top3 = [{"label": int(index), "probability": round(float(probabilities[index]), 6)} for index in order[:3]]
+    reading.top3 = [
+        {"label": int(index), "class_name": class_names[index], "probability": round(float(probabilities[index]), 6)}
+        for index in order[:3]
+    ]
     reading.unsure = reading.confidence < UNSURE_BELOW
 
 
