@@ -162,7 +162,7 @@ def main() -> None:
     styles = [name for name in STYLES if arguments.only is None or arguments.only in name]
     styles = styles[:1] if arguments.tiny else styles
     rows, load_before = {}, os.getloadavg()
-    print(f"{'style':44s} {'before':>7s} {'after':>7s} {'MNIST test':>10s} {'seconds':>8s}")
+    print(f"{'style':44s} {'before':>7s} {'after':>7s} {'MNIST val.':>10s} {'MNIST test':>10s} {'seconds':>8s}")
     for style in styles:
         taught_files, taught_labels, read_files, read_labels = style_digits(x, y, style, arguments.taught,
                                                                            arguments.read, arguments.seed)  # fmt: skip
@@ -178,9 +178,11 @@ def main() -> None:
                 tuned = load_model(Path(folder) / "run")
             row.update(read_after=round(accuracy(tuned, read_files, read_labels), 4),
                        mnist_test_after=results["test_accuracy"], seconds=round(seconds, 1),
+                       mnist_validation_after=results["validation_accuracy"],
                        train_seconds=results["train_seconds"])  # fmt: skip
         rows[style] = row
         print(f"{style:44s} {before:7.4f} {row.get('read_after', float('nan')):7.4f} "
+              f"{row.get('mnist_validation_after', float('nan')):10.4f} "
               f"{row.get('mnist_test_after', float('nan')):10.4f} {row.get('seconds', float('nan')):8.1f}",
               flush=True)  # fmt: skip
     result = {

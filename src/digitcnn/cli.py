@@ -153,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=positive_int, default=1,
                        help="processes that read images, each with its own copy of the model (1: threads of "
                        "the server's process); up to the number of cores")  # fmt: skip
+    serve.add_argument("--samples", metavar="DIR", help="also keep the samples taught on the page in DIR (off)")
 
     show = commands.add_parser(
         "show", help="ten test digits with actual and predicted labels", formatter_class=formatter
@@ -391,7 +392,7 @@ def run_serve(arguments) -> int:
     except ImportError as missing:
         hint = "pip install 'digitcnn[web]'"
         raise DigitcnnError(f"serving needs the web extra ({missing.name} is missing): {hint}") from None
-    serve(arguments.model, host=arguments.host, port=arguments.port, workers=arguments.workers)
+    serve(arguments.model, arguments.host, arguments.port, arguments.workers, arguments.samples)
     return 0
 
 

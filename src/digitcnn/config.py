@@ -179,7 +179,7 @@ class FinetuneConfig:
                           "last sample of a class)", at_least=0.0, below=1.0)  # fmt: skip
     frozen_convolutions: int = knob(3, "the first N convolutions (with their BatchNorm) keep the base's weights and "
                                     "statistics: no gradients through the full-size layers, a third of the time a "
-                                    "step takes; the base's stroke detectors stay as they were", at_least=0)  # fmt: skip
+                                    "step takes; the base's stroke detectors stay", at_least=0)  # fmt: skip
     steps: int = knob(150, "optimizer steps, whatever the number of samples: the time a fine-tune takes", at_least=1)
     batch_size: int = knob(128, "examples per step: the person's samples, the rest rehearsal", at_least=2)
     own_per_batch: int = knob(32, "the person's samples (drawn with replacement, augmented) in each batch",

@@ -3,6 +3,7 @@ Every batch mixes their samples, augmented, with the base model's own training d
 without forgetting everyone else's. Part of their samples is held out and read before and after; the result is an
 ordinary run folder."""
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -52,14 +53,18 @@ def finetune_run(out, config: FinetuneConfig, verbose: bool = True) -> dict:
 
     history = teach(model, (own.images, own.labels), (x_train[:split_at], y_train[:split_at]), config, verbose)
     after = evaluate(model, measured.images, measured.labels).accuracy if len(measured.labels) else None
+    validation_accuracy = None
     if len(validation[1]):  # the base's temperature was fitted to the base's logits, not these
-        model.config.temperature = fit_temperature(predict_logits(model, validation[0]), validation[1])
+        logits = predict_logits(model, validation[0])
+        model.config.temperature = fit_temperature(logits, validation[1])
+        validation_accuracy = float((logits.argmax(axis=1) == validation[1]).mean())
     save_model_file(model, out / WEIGHTS_FILE)
     update_run_config(out, data=data, finetune=config, model=model.config, device="cpu")
     facts = {
         "held_out_samples": len(measured.labels),
         "held_out_accuracy_before": before,
         "held_out_accuracy_after": after,
+        "validation_accuracy": validation_accuracy,  # the base data's validation split, after: to tune on
         "samples_used": len(own.labels),
         "samples_skipped": len(samples.problems),
         "mean_training_loss": history[-1]["loss"],
@@ -86,6 +91,10 @@ def teach(model, own: tuple, rehearsal: tuple, config: FinetuneConfig, verbose: 
     model.train()
     for layer in frozen:  # their BatchNorm keeps the base's running statistics
         layer.eval()
+    if os.environ.get("DIGITCNN_FREEZE_BN"):
+        for layer in model.modules():
+            if isinstance(layer, nn.BatchNorm2d):
+                layer.eval()
     for step in range(config.steps):
         mine = torch.randint(len(own_labels), (config.own_per_batch,), generator=generator)
         theirs = torch.randint(len(old_labels), (rehearsed,), generator=generator)
