@@ -17,7 +17,9 @@ from .models import ModelConfig, model_config_from_dict
 CONFIG_FILE = "config.json"
 
 Optimizer = Literal["adam", "sgd"]  # sgd: with Nesterov momentum
-Schedule = Literal["constant", "onecycle"]  # onecycle: linear warm-up, then linear decay to zero
+# onecycle: linear warm-up, then linear decay to zero. plateau: warm-up, the peak held while validation accuracy
+# improves (within `epochs` and `time_budget`), then one epoch of linear decay to zero: as long as the data needs.
+Schedule = Literal["constant", "onecycle", "plateau"]
 Precision = Literal["float32", "bfloat16"]  # torch dtype names: the training forward pass under autocast
 
 
@@ -98,14 +100,18 @@ class TrainConfig:
     """Every training knob. The defaults are the tutorial's recipe; RECIPES holds each architecture's tuned values,
     chosen on the validation split only."""
 
-    epochs: int = knob(20, "passes over the training set", at_least=1)
+    epochs: int = knob(20, "passes over the training set (plateau: at most)", at_least=1)
     batch_size: int = knob(128, "examples per optimizer step (the global batch under torchrun)", at_least=1)
     optimizer: Optimizer = knob("adam", "adam, or sgd (Nesterov momentum)")
     learning_rate: float = knob(1e-3, "peak learning rate")
     momentum: float = knob(0.9, "SGD momentum")
     weight_decay: float = knob(0.0, "on conv and linear weights: decoupled for adam, L2 for sgd")
-    schedule: Schedule = knob("constant", "constant, or onecycle: linear warm-up then linear decay to zero")
-    warmup_fraction: float = knob(0.2, "fraction of all steps spent warming up (onecycle)")
+    schedule: Schedule = knob("constant", "constant; onecycle: linear warm-up then linear decay to zero; plateau: "
+                              "the peak held while validation accuracy improves, then one epoch of decay")  # fmt: skip
+    time_budget: float | None = knob(None, "seconds of training at most (plateau): the decay starts in time to end "
+                                     "within it; a slower machine trains fewer epochs", at_least=1.0)  # fmt: skip
+    warmup_fraction: float = knob(0.2, "fraction of all steps spent warming up (onecycle; plateau warms up over its "
+                                  "first epoch)")  # fmt: skip
     label_smoothing: float = knob(0.0, "probability mass spread over the other classes")
     translate: float = knob(0.0, "augmentation: random shift up to this many pixels each way")
     rotate: float = knob(0.0, "augmentation: random rotation up to this many degrees each way")

@@ -3,7 +3,6 @@ Every batch mixes their samples, augmented, with the base model's own training d
 without forgetting everyone else's. Part of their samples is held out and read before and after; the result is an
 ordinary run folder."""
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -91,10 +90,6 @@ def teach(model, own: tuple, rehearsal: tuple, config: FinetuneConfig, verbose: 
     model.train()
     for layer in frozen:  # their BatchNorm keeps the base's running statistics
         layer.eval()
-    if os.environ.get("DIGITCNN_FREEZE_BN"):
-        for layer in model.modules():
-            if isinstance(layer, nn.BatchNorm2d):
-                layer.eval()
     for step in range(config.steps):
         mine = torch.randint(len(own_labels), (config.own_per_batch,), generator=generator)
         theirs = torch.randint(len(old_labels), (rehearsed,), generator=generator)
