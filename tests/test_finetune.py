@@ -149,3 +149,19 @@ def test_train_on_letter_folders_answers_with_letter_names(tmp_path, capsys):
     answer = json.loads(capsys.readouterr().out.strip())
     assert answer["class_name"] in LETTERS and len(answer["probabilities"]) == 4
     assert {entry["class_name"] for entry in answer["top3"]} <= set(LETTERS)
+
+
+def test_the_finetune_benchmark_runs_end_to_end(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    out = tmp_path / "finetune.json"
+    result = subprocess.run([sys.executable, "-m", "benchmarks.finetune", "--tiny", "--out", str(out)], cwd=REPO,
+                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "finetune.tiny.json").read_text())
+    (style, row), = report["styles"].items()
+    assert row["samples_taught"] == 30 and row["samples_read"] == 50 and 0 <= row["read_after"] <= 1
+    assert row["mnist_test_after"] > 0.98 and row["seconds"] > 0 and report["cpu"]

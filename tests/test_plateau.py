@@ -30,6 +30,7 @@ def rows(*accuracies, seconds=10.0):
 def test_the_peak_ends_when_validation_accuracy_stops_improving_but_not_before_two_epochs_at_it():
     assert not peak_should_end(rows(0.90, 0.89), PLATEAU, elapsed=20)  # the warm-up epoch and one at the peak
     assert not peak_should_end(rows(0.90, 0.92, 0.93), PLATEAU, elapsed=30)
+    assert peak_should_end(rows(0.990, 0.9910, 0.9915), PLATEAU, elapsed=30)  # half a tenth of a point: noise
     assert peak_should_end(rows(0.90, 0.92, 0.92), PLATEAU, elapsed=30)
     assert peak_should_end(rows(0.90, 0.93, 0.92), PLATEAU, elapsed=30)
 
