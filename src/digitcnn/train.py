@@ -226,8 +226,8 @@ PLATEAU_MIN_IMPROVEMENT = 0.001
 
 def peak_should_end(rows: list[dict], config: TrainConfig, elapsed: float) -> bool:
     """Whether a plateau run decays next: after the warm-up epoch and one at the peak, validation accuracy did not
-    beat its best by PLATEAU_MIN_IMPROVEMENT, or one more epoch at the peak would leave no room for the decay within `epochs` or `time_budget`.
-    Every process decides alike."""
+    beat its best by PLATEAU_MIN_IMPROVEMENT, or one more epoch at the peak would leave no room for the decay
+    within `epochs` or `time_budget`. Every process decides alike."""
     epochs_done = len(rows)
     accuracies = [row["val_accuracy"] for row in rows if row.get("val_accuracy") is not None]
     stalled = len(accuracies) >= 3 and accuracies[-1] < max(accuracies[:-1]) + PLATEAU_MIN_IMPROVEMENT
