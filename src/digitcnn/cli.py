@@ -11,7 +11,7 @@ import typing
 from pathlib import Path
 
 from . import distributed
-from .config import DataConfig, TrainConfig, choices, parse_knob, recipe_defaults
+from .config import DataConfig, FinetuneConfig, TrainConfig, choices, parse_knob, recipe_defaults
 from .errors import DigitcnnError
 
 EXIT_USER_ERROR = 2
@@ -70,7 +70,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         "--dataset", choices=choices(DataConfig, "dataset"), help=f"a built-in data set (default: {DataConfig.dataset})"
     )
     source.add_argument(
-        "--data", metavar="PATH", help="your own data: an .npz with keras' keys or a folder of IDX files"
+        "--data", metavar="PATH", help=DataConfig.__dataclass_fields__["path"].metadata["help"]
     )
 
 
@@ -107,6 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", metavar="DIR", help="run folder (default: runs/ARCH-TIMESTAMP)")
     train.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     train.add_argument("--quiet", action="store_true", help="no per-epoch lines or progress bar")
+
+    finetune = commands.add_parser("finetune", help="teach a trained model a person's own samples (--data DIR)",
+                                   formatter_class=formatter)  # fmt: skip
+    add_model_argument(finetune)
+    finetune.add_argument("--data", metavar="DIR", required=True, help="folders 0/ ... 9/ of images, or a labels.csv")
+    for name in (field.name for field in dataclasses.fields(FinetuneConfig) if field.name not in ("base", "samples")):
+        add_knob(finetune, FinetuneConfig, name, str(getattr(FinetuneConfig, name)))
+    finetune.add_argument("--out", metavar="DIR", help="run folder (default: runs/finetune-TIMESTAMP)")
+    finetune.add_argument("--quiet", action="store_true", help="no progress lines")
 
     ensemble = commands.add_parser(
         "ensemble", help="combine trained models into one ensemble run folder", formatter_class=formatter
@@ -152,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=positive_int, default=1,
                        help="processes that read images, each with its own copy of the model (1: threads of "
                        "the server's process); up to the number of cores")  # fmt: skip
+    serve.add_argument("--samples", metavar="DIR", help="also keep the samples taught on the page in DIR (off)")
 
     show = commands.add_parser(
         "show", help="ten test digits with actual and predicted labels", formatter_class=formatter
@@ -175,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     arguments = build_parser().parse_args(argv)
     handler = {"train": run_train, "evaluate": run_evaluate, "predict": run_predict, "show": run_show,
                "serve": run_serve, "export": run_export, "explain": run_explain,
-               "ensemble": run_ensemble}  # fmt: skip
+               "ensemble": run_ensemble, "finetune": run_finetune}  # fmt: skip
     try:
         return handler[arguments.command](arguments) or 0
     except (DigitcnnError, ValueError) as error:
@@ -214,6 +224,15 @@ def run_train(arguments) -> int:
             print(f"member test accuracies: {members}")
         print(f"test accuracy: {result['test_accuracy']:.4f}")
         print(f"saved the run to {out} ({result['train_seconds']:.0f} s of training)", file=sys.stderr)
+    return 0
+
+
+def run_finetune(arguments) -> int:
+    from .finetune import describe_results, finetune_run
+
+    config = FinetuneConfig(base=arguments.model, samples=arguments.data, **given_knobs(arguments, FinetuneConfig))
+    out = arguments.out or f"runs/finetune-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    print("\n".join(describe_results(finetune_run(out, config, verbose=not arguments.quiet), out)))
     return 0
 
 
@@ -371,7 +390,7 @@ def run_serve(arguments) -> int:
     except ImportError as missing:
         hint = "pip install 'digitcnn[web]'"
         raise DigitcnnError(f"serving needs the web extra ({missing.name} is missing): {hint}") from None
-    serve(arguments.model, host=arguments.host, port=arguments.port, workers=arguments.workers)
+    serve(arguments.model, arguments.host, arguments.port, arguments.workers, arguments.samples)
     return 0
 
 

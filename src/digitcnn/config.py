@@ -17,7 +17,9 @@ from .models import ModelConfig, model_config_from_dict
 CONFIG_FILE = "config.json"
 
 Optimizer = Literal["adam", "sgd"]  # sgd: with Nesterov momentum
-Schedule = Literal["constant", "onecycle"]  # onecycle: linear warm-up, then linear decay to zero
+# onecycle: linear warm-up, then linear decay to zero. plateau: warm-up, the peak held while validation accuracy
+# improves (within `epochs` and `time_budget`), then one epoch of linear decay to zero: as long as the data needs.
+Schedule = Literal["constant", "onecycle", "plateau"]
 Precision = Literal["float32", "bfloat16"]  # torch dtype names: the training forward pass under autocast
 
 
@@ -73,11 +75,16 @@ class DataConfig:
     data flags."""
 
     dataset: Dataset = knob("mnist", "a built-in data set (ignored when `path` is given)")
-    path: str | None = knob(None, "your own data: an .npz with keras' keys or a folder of IDX files")
+    path: str | None = knob(None, "your own data: an .npz with keras' keys, a folder of IDX files, or a folder of "
+                            "image files in class folders (or with a labels.csv of file,label rows)")
     limit: int | None = knob(None, "use only the first N training and N test images", at_least=1)
     validation_split: float = knob(0.1, "last fraction of the training set held out, as Keras does: temperatures "
                                    "and ensemble members are chosen on it, never on the test set",
                                    at_least=0.0, below=1.0)  # fmt: skip
+    # An image folder comes without a test split; Keras' examples hold out a fifth the same way.
+    test_split: float = knob(0.2, "an image folder's test set: this fraction of each class, drawn with split_seed",
+                             at_least=0.0, below=1.0)  # fmt: skip
+    split_seed: int = knob(0, "seeds which images of a folder form its test set, so every command draws the same")
     # Counted when the data was loaded, not settings: two configs naming the same data compare equal without them.
     train_examples: int | None = dataclasses.field(default=None, compare=False)
     test_examples: int | None = dataclasses.field(default=None, compare=False)
@@ -93,14 +100,18 @@ class TrainConfig:
     """Every training knob. The defaults are the tutorial's recipe; RECIPES holds each architecture's tuned values,
     chosen on the validation split only."""
 
-    epochs: int = knob(20, "passes over the training set", at_least=1)
+    epochs: int = knob(20, "passes over the training set (plateau: at most)", at_least=1)
     batch_size: int = knob(128, "examples per optimizer step (the global batch under torchrun)", at_least=1)
     optimizer: Optimizer = knob("adam", "adam, or sgd (Nesterov momentum)")
     learning_rate: float = knob(1e-3, "peak learning rate")
     momentum: float = knob(0.9, "SGD momentum")
     weight_decay: float = knob(0.0, "on conv and linear weights: decoupled for adam, L2 for sgd")
-    schedule: Schedule = knob("constant", "constant, or onecycle: linear warm-up then linear decay to zero")
-    warmup_fraction: float = knob(0.2, "fraction of all steps spent warming up (onecycle)")
+    schedule: Schedule = knob("constant", "constant; onecycle: linear warm-up then linear decay to zero; plateau: "
+                              "the peak held while validation accuracy improves, then one epoch of decay")  # fmt: skip
+    time_budget: float | None = knob(None, "seconds of training at most (plateau): the decay starts in time to end "
+                                     "within it; a slower machine trains fewer epochs", at_least=1.0)  # fmt: skip
+    warmup_fraction: float = knob(0.2, "fraction of all steps spent warming up (onecycle; plateau warms up over its "
+                                  "first epoch)")  # fmt: skip
     label_smoothing: float = knob(0.0, "probability mass spread over the other classes")
     translate: float = knob(0.0, "augmentation: random shift up to this many pixels each way")
     rotate: float = knob(0.0, "augmentation: random rotation up to this many degrees each way")
@@ -168,6 +179,47 @@ def recipe_defaults(name: str) -> str:
 
 
 @dataclasses.dataclass
+class FinetuneConfig:
+    """`digitcnn finetune`: a trained model taught a person's own samples, rehearsing its own training data in every
+    batch so it keeps reading everyone else's. The defaults were chosen on benchmarks/finetune.py's writer styles,
+    which are drawn from MNIST's validation split."""
+
+    base: str | None = knob(None, "the model taught: a run folder or .safetensors file; None is the shipped model")
+    samples: str | None = knob(None, "the person's samples: a folder of class folders (0/ ... 9/) or a labels.csv")
+    holdout: float = knob(0.2, "fraction of each class's samples held out to measure before and after (never the "
+                          "last sample of a class)", at_least=0.0, below=1.0)  # fmt: skip
+    frozen_convolutions: int = knob(3, "the first N convolutions (with their BatchNorm) keep the base's weights and "
+                                    "statistics: no gradients through the full-size layers, a third of the time a "
+                                    "step takes; the base's stroke detectors stay", at_least=0)  # fmt: skip
+    steps: int = knob(150, "optimizer steps, whatever the number of samples: the time a fine-tune takes", at_least=1)
+    batch_size: int = knob(128, "examples per step: the person's samples, the rest rehearsal", at_least=2)
+    own_per_batch: int = knob(32, "the person's samples (drawn with replacement, augmented) in each batch",
+                              at_least=1)  # fmt: skip
+    learning_rate: float = knob(0.02, "peak learning rate of SGD (Nesterov) on a one-cycle schedule: a tenth of "
+                                "the recipes' 0.2, which would unlearn what the base knows", at_least=0.0)  # fmt: skip
+    weight_decay: float = knob(5e-4, "L2 on conv and linear weights, as the base's recipe")
+    label_smoothing: float = knob(0.1, "as the base's recipe")
+    translate: float = knob(2.0, "augmentation: random shift up to this many pixels each way")
+    rotate: float = knob(10.0, "augmentation: random rotation up to this many degrees each way")
+    scale: float = knob(0.1, "augmentation: random zoom up to this fraction each way")
+    stroke: float = knob(0.5, "augmentation: random stroke thickening or thinning, up to this fraction of 1 px")
+    seed: int = knob(0, "seeds the held-out samples, the batches and the augmentation")
+
+    def __post_init__(self):
+        validate(self)
+        if self.own_per_batch >= self.batch_size:
+            raise ValueError(f"own_per_batch ({self.own_per_batch}) must leave room for rehearsal in batch_size "
+                             f"({self.batch_size})")  # fmt: skip
+
+    def as_train_config(self) -> TrainConfig:
+        """The training loop's view: optimizer, schedule and augmentation as train.py reads them."""
+        shared = {"batch_size", "learning_rate", "weight_decay", "label_smoothing", "translate", "rotate", "scale",
+                  "stroke", "seed"}  # fmt: skip
+        values = {name: getattr(self, name) for name in shared}
+        return TrainConfig(epochs=1, optimizer="sgd", schedule="onecycle", **values)
+
+
+@dataclasses.dataclass
 class EnsembleConfig:
     """An ensemble run: trained here (`members` runs in members/N, architectures cycling through `archs`, seeds
     seed, seed+1, ...) or combined from models trained apart (`sources`)."""
@@ -198,12 +250,14 @@ class RunConfig:
     train: TrainConfig | None = None
     model: ModelConfig | None = None
     ensemble: EnsembleConfig | None = None
+    finetune: FinetuneConfig | None = None
     distributed: DistributedFacts | None = None
     device: str | None = None
     results: dict[str, Any] | None = None  # the one look at the test set (and what else the job measured)
 
 
-SECTIONS = {"data": DataConfig, "train": TrainConfig, "ensemble": EnsembleConfig, "distributed": DistributedFacts}
+SECTIONS = {"data": DataConfig, "train": TrainConfig, "ensemble": EnsembleConfig, "finetune": FinetuneConfig,
+            "distributed": DistributedFacts}  # fmt: skip
 
 
 def write_run_config(run_dir: str | Path, run: RunConfig) -> None:

@@ -4,6 +4,7 @@ config and figure. ensemble.py runs the same job per member."""
 import dataclasses
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -11,6 +12,7 @@ from . import distributed
 from .config import DataConfig, read_run_config, recipe, update_run_config
 from .data import class_names, load_data
 from .errors import DigitcnnError
+from .folders import is_image_folder, read_samples, split_per_class
 from .inference import evaluate, predict
 from .models import INPUT_STATISTICS, build_model
 from .rejection import NOT_A_DIGIT, REJECT, calibrate, flagged, rejects, training_nondigits
@@ -20,14 +22,39 @@ from .train import fit
 FIGURE_FILE = "predictions.png"
 
 
+class LabelledSplit(NamedTuple):
+    train: tuple  # (x_train, y_train)
+    test: tuple  # (x_test, y_test)
+    class_names: list[str]
+
+
 def load_split(data: DataConfig | None = None):
     """(train, test) of the data `data` names, cut to the first `data.limit` of each."""
+    return tuple(load_labelled(data)[:2])
+
+
+def load_labelled(data: DataConfig | None = None) -> LabelledSplit:
+    """The train and test parts of the data `data` names, cut to the first `data.limit` of each, with the names of
+    its classes. An image folder's test part is drawn from it (data.test_split, seeded), and said so."""
     data = data or DataConfig()
-    (x_train, y_train), (x_test, y_test) = load_data(data.dataset, path=data.path)
+    if data.path is not None and is_image_folder(data.path):
+        samples = read_samples(data.path, report=skipped)
+        kept, held = split_per_class(samples.labels, data.test_split, data.split_seed)
+        print(f"{data.path}: {len(samples.labels)} images in {len(samples.class_names)} classes; {len(held)} of them "
+              f"({data.test_split:.0%} of each class, seed {data.split_seed}) held out as the test set",
+              file=sys.stderr)  # fmt: skip
+        train, test = (samples.images[kept], samples.labels[kept]), (samples.images[held], samples.labels[held])
+        names = samples.class_names
+    else:
+        train, test = load_data(data.dataset, path=data.path)
+        names = class_names(data.dataset) if data.path is None else [str(label) for label in range(10)]
     if data.limit:
-        limit = data.limit
-        x_train, y_train, x_test, y_test = x_train[:limit], y_train[:limit], x_test[:limit], y_test[:limit]
-    return (x_train, y_train), (x_test, y_test)
+        train, test = tuple(part[: data.limit] for part in train), tuple(part[: data.limit] for part in test)
+    return LabelledSplit(train, test, names)
+
+
+def skipped(problem: str) -> None:
+    print(f"skipped {problem}", file=sys.stderr)
 
 
 def train_run(
@@ -65,19 +92,18 @@ def train_run(
         data, train_config = data or DataConfig(), recipe(arch, **overrides)
         if train_config.reject and data.path is None and data.dataset != "mnist":
             raise DigitcnnError(f"--reject is for digits (mnist or your own data), not {data.dataset}")
-    (x_train, y_train), (x_test, y_test) = load_split(data)
+    (x_train, y_train), (x_test, y_test), names = load_labelled(data)
     data = dataclasses.replace(data, train_examples=len(x_train), test_examples=len(x_test))
     if not resume:
-        names = class_names(data.dataset) if data.path is None else [str(label) for label in range(10)]
         mean, std = INPUT_STATISTICS[data.dataset if data.path is None else "mnist"]
         rejection = {}
         if train_config.reject:
             names = [*names, NOT_A_DIGIT]
-            rejection = {"num_classes": len(names), "not_a_digit_threshold": REJECT.threshold_floor}
+            rejection = {"not_a_digit_threshold": REJECT.threshold_floor}
         # The initial weights come from the run's seed too, so the same command gives the same model.
         torch.manual_seed(train_config.seed)
-        model = build_model(arch, activation, class_names=names, dataset=data.dataset, input_mean=mean, input_std=std,
-                            **rejection)  # fmt: skip
+        model = build_model(arch, activation, num_classes=len(names), class_names=names, dataset=data.dataset,
+                            input_mean=mean, input_std=std, **rejection)  # fmt: skip
     # Not a digit: generated non-digits made from the training part only join training; the threshold is chosen
     # on the validation split (its digits and held-in non-digits) once the weights are final.
     split_at = len(x_train) - int(len(x_train) * data.validation_split)

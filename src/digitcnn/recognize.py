@@ -169,7 +169,10 @@ def fill(reading: Reading, probabilities: np.ndarray, config) -> None:
     reading.class_name = class_names[reading.label]
     reading.confidence = round(float(probabilities[order[0]]), 6)
     reading.probabilities = [round(float(value), 6) for value in probabilities]
-    reading.top3 = [{"label": int(index), "probability": round(float(probabilities[index]), 6)} for index in order[:3]]
+    reading.top3 = [
+        {"label": int(index), "class_name": class_names[index], "probability": round(float(probabilities[index]), 6)}
+        for index in order[:3]
+    ]
     reading.unsure = reading.confidence < UNSURE_BELOW
     if not_a_digit is not None:
         reading.not_a_digit = round(float(not_a_digit), 6)
@@ -210,7 +213,7 @@ def describe(reading: Reading) -> str:
         flag = "  (unsure)" if reading.unsure else ""
         text = reading.text.replace("\n", " ")
         return f"{reading.file}: {text} ({len(reading.digits)} digits; least confidence {reading.confidence:.3f}){flag}"
-    top = ", ".join(f"{entry['label']} {entry['probability']:.3f}" for entry in reading.top3)
+    top = ", ".join(f"{entry['class_name']} {entry['probability']:.3f}" for entry in reading.top3)
     flag = "  (unsure)" if reading.unsure else ""
     return f"{reading.file}: {reading.class_name} (confidence {reading.confidence:.3f}; top-3 {top}){flag}"
 

@@ -28,12 +28,14 @@ from .inference import load_model
 from .inside import TUTORIAL_MODEL, layers_to_show, look_inside
 from .recognize import read_images
 from .runs import model_results
+from .samples import SamplesFullError, SampleStore
 
 # A phone photo is 2-6 MB as JPEG; a canvas drawing is a few kB. Bodies over the cap are refused from their
 # Content-Length, or as soon as a streamed body passes it, without reading the rest.
 MAX_BODY_BYTES = 5 * 1024 * 1024
 # The page's own files, served by fixed name: no route ever opens a path a request names.
-STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css", "inside.js": "text/javascript"}
+STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css", "inside.js": "text/javascript",
+                "teach.js": "text/javascript"}
 
 
 class BodyTooLarge(Exception):
@@ -237,10 +239,11 @@ class ProcessReader:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def create_app(model_source: str | Path | None = None, workers: int = 1) -> FastAPI:
+def create_app(model_source: str | Path | None = None, workers: int = 1, samples: str | Path | None = None) -> FastAPI:
     """The app over the model at `model_source` (None: the shipped one), read in `workers` processes (1: threads
-    of this one)."""
+    of this one); with `samples`, the samples taught on the page are also kept in that folder."""
     model = load_model(model_source)
+    store = SampleStore(samples, model.config.class_names) if samples is not None else None
     # Requests are single images: one core each, as many at once as there are cores. Two OpenMP threads per
     # image spin and wait for each other as soon as anything else wants a core (benchmarks/README.md, load).
     torch.set_num_threads(1)
@@ -254,6 +257,7 @@ def create_app(model_source: str | Path | None = None, workers: int = 1) -> Fast
         "version": __version__,
         "test_accuracy": (results or {}).get("test_accuracy"),
         "reader_processes": workers if workers > 1 else 0,
+        "samples": store is not None,
     }
     static = resources.files("digitcnn") / "static"
     page = (static / "index.html").read_text()
@@ -319,6 +323,22 @@ def create_app(model_source: str | Path | None = None, workers: int = 1) -> Fast
         answer, status = await reader.read(data, name, include_input)
         return JSONResponse(answer, status_code=status)
 
+    # --- samples taught on the page (serve --samples DIR) ---
+    @app.post("/api/samples")
+    async def api_samples(request: Request):
+        """A taught sample: multipart `label` and `file` (a PNG), kept as DIR/<label>/<name the server makes>.png."""
+        if store is None:
+            return JSONResponse({"error": "this server keeps no samples (serve --samples DIR)"}, status_code=404)
+        form = await request.form(max_files=1, max_fields=4)
+        label, upload = form.get("label"), form.get("file")
+        if not isinstance(label, str) or upload is None or isinstance(upload, str):
+            return JSONResponse({"error": "send multipart fields 'label' and 'file'"}, status_code=422)
+        try:
+            saved = await run_in_threadpool(store.save, label, await upload.read())
+        except SamplesFullError as error:
+            return JSONResponse({"error": str(error)}, status_code=507)
+        return JSONResponse({"saved": saved, "count": store.count})
+    # --- end of samples ---
     add_inside_routes(app, inside_models(model, model_source))
 
     return app
@@ -330,10 +350,10 @@ def default_model_path() -> Path:
     return SHIPPED_MODEL
 
 
-def serve(model_source=None, host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
+def serve(model_source=None, host: str = "127.0.0.1", port: int = 8000, workers: int = 1, samples=None) -> None:
     import uvicorn
 
-    app = create_app(model_source, workers)
+    app = create_app(model_source, workers, samples)
     readers = f" and {workers} reader processes" if workers > 1 else ""
     print(f"digitcnn: serving on http://{host}:{port}/{readers} (Ctrl-C stops)", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")

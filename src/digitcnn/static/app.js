@@ -125,6 +125,8 @@ async function send(blob, name, placement) {
     if (ticket !== pending) return;
     if (!response.ok) return showBlank(answer.error || `error ${response.status}`);
     show(answer, placement);
+    // teach.js offers "wrong? tap the right digit" for this image (the canvas at full size, or the upload).
+    document.dispatchEvent(new CustomEvent("digitcnn:answer", { detail: { answer, image: blob } }));
   } catch (error) {
     if (ticket === pending) showBlank("The server did not answer");
   }
@@ -160,6 +162,7 @@ function show(answer, placement) {
 }
 
 function showBlank(message) {
+  document.dispatchEvent(new CustomEvent("digitcnn:answer", { detail: null })); // nothing to teach
   labelView.textContent = "?";
   labelView.classList.add("unsure");
   statusView.textContent = message;

@@ -1,0 +1,138 @@
+"""The job behind `digitcnn finetune`: a trained model (the shipped one by default) taught a person's own samples.
+Every batch mixes their samples, augmented, with the base model's own training data, so it learns their hand
+without forgetting everyone else's. Part of their samples is held out and read before and after; the result is an
+ordinary run folder."""
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import FinetuneConfig, trained_on, update_run_config
+from .errors import DigitcnnError
+from .folders import read_samples, split_per_class
+from .inference import evaluate, load_model, predict_logits
+from .jobs import finish_run, load_labelled, skipped
+from .metrics import fit_temperature
+from .models import Classifier, is_torch_model
+from .pixels import as_pixels
+from .runs import WEIGHTS_FILE, save_model_file
+from .train import augment, learning_rate_at, make_optimizer
+
+
+def finetune_run(out, config: FinetuneConfig, verbose: bool = True) -> dict:
+    """Teaches `config.base` the samples in `config.samples` and writes run folder `out`; returns its results (also
+    in config.json["results"]): accuracy on the held-out samples before and after, the base data's test accuracy."""
+    started = time.perf_counter()
+    out = Path(out)
+    if (out / WEIGHTS_FILE).exists():
+        raise DigitcnnError(f"{out} already holds a model; choose another --out")
+    if config.samples is None:
+        raise DigitcnnError("finetune needs the person's samples: pass --data DIR")
+    model = load_model(config.base)
+    if not is_torch_model(model):
+        raise DigitcnnError("finetune changes the model's weights: pass a run folder or .safetensors, not an .onnx")
+    samples = read_samples(config.samples, class_names=model.config.class_names, report=skipped)
+    kept, held = split_per_class(samples.labels, config.holdout, config.seed)
+    own, measured = samples.take(kept), samples.take(held)
+    if verbose:
+        print(f"{len(own.labels)} samples to learn from, {len(measured.labels)} held out to measure "
+              f"({config.holdout:.0%} of each class, seed {config.seed})", file=sys.stderr)  # fmt: skip
+
+    # Rehearsal: the base's own training data, never its validation split, which the temperature is fitted on.
+    data = trained_on(config.base, model.config)
+    (x_train, y_train), test, _ = load_labelled(data)
+    split_at = len(x_train) - int(len(x_train) * data.validation_split)
+    validation = (x_train[split_at:], y_train[split_at:])
+    before = evaluate(model, measured.images, measured.labels).accuracy if len(measured.labels) else None
+
+    history = teach(model, (own.images, own.labels), (x_train[:split_at], y_train[:split_at]), config, verbose)
+    after = evaluate(model, measured.images, measured.labels).accuracy if len(measured.labels) else None
+    validation_accuracy = None
+    if len(validation[1]):  # the base's temperature was fitted to the base's logits, not these
+        logits = predict_logits(model, validation[0])
+        model.config.temperature = fit_temperature(logits, validation[1])
+        validation_accuracy = float((logits.argmax(axis=1) == validation[1]).mean())
+    save_model_file(model, out / WEIGHTS_FILE)
+    update_run_config(out, data=data, finetune=config, model=model.config, device="cpu")
+    facts = {
+        "held_out_samples": len(measured.labels),
+        "held_out_accuracy_before": before,
+        "held_out_accuracy_after": after,
+        "validation_accuracy": validation_accuracy,  # the base data's validation split, after: to tune on
+        "samples_used": len(own.labels),
+        "samples_skipped": len(samples.problems),
+        "mean_training_loss": history[-1]["loss"],
+        "train_seconds": round(history[-1]["seconds"], 2),
+    }
+    results = finish_run(model, out, *test, **facts)
+    results["seconds"] = round(time.perf_counter() - started, 2)  # everything: loading, teaching, measuring
+    update_run_config(out, results=results)
+    return results
+
+
+def teach(model, own: tuple, rehearsal: tuple, config: FinetuneConfig, verbose: bool = True) -> list[dict]:
+    """`config.steps` steps of SGD on batches of `own_per_batch` of the person's samples (with replacement) and the
+    rest drawn from `rehearsal`, all augmented; the model is trained in place and left in eval mode."""
+    train_config = config.as_train_config()
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    own_images, own_labels = as_pixels(own[0], keep_uint8=True), torch.as_tensor(np.asarray(own[1])).long()
+    old_images, old_labels = as_pixels(rehearsal[0], keep_uint8=True), torch.as_tensor(np.asarray(rehearsal[1])).long()
+    frozen = freeze_early_layers(model, config.frozen_convolutions)
+    optimizer = make_optimizer(model, train_config)
+    rehearsed = config.batch_size - config.own_per_batch
+    history, loss_sum, started = [], 0.0, time.perf_counter()
+    model.train()
+    for layer in frozen:  # their BatchNorm keeps the base's running statistics
+        layer.eval()
+    for step in range(config.steps):
+        mine = torch.randint(len(own_labels), (config.own_per_batch,), generator=generator)
+        theirs = torch.randint(len(old_labels), (rehearsed,), generator=generator)
+        pixels = as_pixels(torch.cat([own_images[mine], old_images[theirs]]))
+        labels = torch.cat([own_labels[mine], old_labels[theirs]])
+        pixels = augment(pixels, train_config, generator)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate_at(step, config.steps, train_config)
+        loss = F.cross_entropy(model(pixels), labels, label_smoothing=config.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.item()
+        if (step + 1) % 50 == 0 or step + 1 == config.steps:
+            row = {"step": step + 1, "loss": loss_sum / (step + 1), "seconds": time.perf_counter() - started}
+            history.append(row)
+            if verbose:
+                print(f"step {row['step']}/{config.steps}  loss {row['loss']:.4f}  {row['seconds']:.1f}s",
+                      file=sys.stderr, flush=True)  # fmt: skip
+    model.eval().requires_grad_(True)
+    return history
+
+
+def freeze_early_layers(model: nn.Module, convolutions: int) -> list[nn.Module]:
+    """Stops gradients through each network's layers before its (convolutions + 1)-th convolution (each member of
+    an ensemble alike); returns those layers."""
+    frozen = []
+    for network in (module for module in model.modules() if isinstance(module, Classifier)):
+        layers = list(network.body.children())
+        starts = [index for index, layer in enumerate(layers) if isinstance(layer, nn.Conv2d)]
+        stop = starts[convolutions] if convolutions < len(starts) else len(layers)
+        for layer in layers[:stop]:
+            layer.requires_grad_(False)
+            frozen.append(layer)
+    return frozen
+
+
+def describe_results(results: dict, out) -> list[str]:
+    """The lines `digitcnn finetune` prints."""
+    if results["held_out_accuracy_before"] is None:
+        lines = ["held-out samples: none (every class has one sample only, or --holdout 0)"]
+    else:
+        before, after = results["held_out_accuracy_before"], results["held_out_accuracy_after"]
+        lines = [f"held-out samples ({results['held_out_samples']}): accuracy {before:.4f} before, {after:.4f} after"]
+    return lines + [f"test accuracy after: {results['test_accuracy']:.4f}",
+                    f"saved the run to {out} ({results['seconds']:.0f} s in all)"]  # fmt: skip
