@@ -93,13 +93,24 @@ def validation_figures(run: Path, data: DataConfig, candidates: tuple[Path, ...]
             int((probabilities[:count].mean(axis=0).argmax(axis=1) != y_validation).sum())
             for count in range(1, len(probabilities) + 1)
         ],
-        **({"candidates": [candidate_figures(candidate, x_validation, y_validation, probabilities, member_wrong,
-                                             ensemble_wrong) for candidate in candidates]} if candidates else {}),
+        **(
+            {
+                "candidates": [
+                    candidate_figures(
+                        candidate, x_validation, y_validation, probabilities, member_wrong, ensemble_wrong
+                    )
+                    for candidate in candidates
+                ]
+            }
+            if candidates
+            else {}
+        ),
     }
 
 
-def candidate_figures(candidate: Path, x_validation, y_validation, member_probabilities, member_wrong,
-                      ensemble_wrong) -> dict:  # fmt: skip
+def candidate_figures(
+    candidate: Path, x_validation, y_validation, member_probabilities, member_wrong, ensemble_wrong
+) -> dict:
     """Whether `candidate` would help as one more member: a model that gets right none of the digits all members
     miss can only trade one of the ensemble's other mistakes for another."""
     model = load_model(candidate)
@@ -120,24 +131,34 @@ def candidate_figures(candidate: Path, x_validation, y_validation, member_probab
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path, help="an ensemble run folder (train --ensemble, or digitcnn ensemble)")
-    parser.add_argument("--candidate", type=Path, action="append", default=[],
-                        help="a model trained apart on the same digits, judged as one more member (repeatable)")
+    parser.add_argument(
+        "--candidate",
+        type=Path,
+        action="append",
+        default=[],
+        help="a model trained apart on the same digits, judged as one more member (repeatable)",
+    )
     parser.add_argument("--out", required=True, help="where to write the JSON")
     arguments = parser.parse_args()
     summary = summarize(arguments.run, tuple(arguments.candidate))
     members = ", ".join(f"{accuracy:.2%}" for accuracy in summary["member_test_accuracies"])
     print(f"members' test accuracy: {members}", file=sys.stderr)
     if summary["validation_examples"]:
-        validation = (f"validation {summary['validation_accuracy']:.2%} ({summary['validation_errors']} of "
-                      f"{summary['validation_examples']:,} wrong; all members wrong on "
-                      f"{summary['validation_errors_all_members_make']})")  # fmt: skip
+        validation = (
+            f"validation {summary['validation_accuracy']:.2%} ({summary['validation_errors']} of "
+            f"{summary['validation_examples']:,} wrong; all members wrong on "
+            f"{summary['validation_errors_all_members_make']})"
+        )
     else:
         validation = "no validation split (members trained on the whole training set)"
     print(f"ensemble: test {summary['test_accuracy']:.2%}, {validation}", file=sys.stderr)
     for candidate in summary.get("candidates", []):
-        print(f"candidate {candidate['run']} ({candidate['arch']}): {candidate['validation_errors']} validation "
-              f"mistakes, right on {candidate['right_where_all_members_are_wrong']} all members miss; the ensemble "
-              f"with it: {candidate['validation_errors_of_ensemble_with_it']}", file=sys.stderr)  # fmt: skip
+        print(
+            f"candidate {candidate['run']} ({candidate['arch']}): {candidate['validation_errors']} validation "
+            f"mistakes, right on {candidate['right_where_all_members_are_wrong']} all members miss; the ensemble "
+            f"with it: {candidate['validation_errors_of_ensemble_with_it']}",
+            file=sys.stderr,
+        )
     write_result(arguments.out, summary)
 
 

@@ -145,8 +145,13 @@ def main() -> None:
     parser.add_argument("--read", type=int, default=50, help="other samples per digit read before and after")
     parser.add_argument("--styles", action="store_true", help="only read every style with the base model")
     parser.add_argument("--only", help="only the styles whose names start so")
-    parser.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE",
-                        help="a FinetuneConfig knob other than its default, for tuning (repeatable)")  # fmt: skip
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KNOB=VALUE",
+        help="a FinetuneConfig knob other than its default, for tuning (repeatable)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tiny", action="store_true", help="one style, 3 taught and 5 read per digit, 5 steps")
     parser.add_argument("--out", default="benchmarks/results/finetune.json")
@@ -164,8 +169,9 @@ def main() -> None:
     rows, load_before = {}, os.getloadavg()
     print(f"{'style':44s} {'before':>7s} {'after':>7s} {'MNIST val.':>10s} {'MNIST test':>10s} {'seconds':>8s}")
     for style in styles:
-        taught_files, taught_labels, read_files, read_labels = style_digits(x, y, style, arguments.taught,
-                                                                           arguments.read, arguments.seed)  # fmt: skip
+        taught_files, taught_labels, read_files, read_labels = style_digits(
+            x, y, style, arguments.taught, arguments.read, arguments.seed
+        )
         before = accuracy(base, read_files, read_labels)
         row = {"read_before": round(before, 4), "samples_taught": len(taught_labels), "samples_read": len(read_labels)}
         if not arguments.styles:
@@ -176,16 +182,22 @@ def main() -> None:
                 results = finetune_run(Path(folder) / "run", config, verbose=False)
                 seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
                 tuned = load_model(Path(folder) / "run")
-            row.update(read_after=round(accuracy(tuned, read_files, read_labels), 4),
-                       mnist_test_after=results["test_accuracy"], seconds=round(seconds, 1),
-                       mnist_validation_after=results["validation_accuracy"], cpu_seconds=round(cpu_seconds, 1),
-                       train_seconds=results["train_seconds"])  # fmt: skip
+            row.update(
+                read_after=round(accuracy(tuned, read_files, read_labels), 4),
+                mnist_test_after=results["test_accuracy"],
+                seconds=round(seconds, 1),
+                mnist_validation_after=results["validation_accuracy"],
+                cpu_seconds=round(cpu_seconds, 1),
+                train_seconds=results["train_seconds"],
+            )
         rows[style] = row
-        print(f"{style:44s} {before:7.4f} {row.get('read_after', float('nan')):7.4f} "
-              f"{row.get('mnist_validation_after', float('nan')):10.4f} "
-              f"{row.get('mnist_test_after', float('nan')):10.4f} {row.get('seconds', float('nan')):8.1f} "
-              f"(CPU {row.get('cpu_seconds', float('nan')):.1f})",
-              flush=True)  # fmt: skip
+        print(
+            f"{style:44s} {before:7.4f} {row.get('read_after', float('nan')):7.4f} "
+            f"{row.get('mnist_validation_after', float('nan')):10.4f} "
+            f"{row.get('mnist_test_after', float('nan')):10.4f} {row.get('seconds', float('nan')):8.1f} "
+            f"(CPU {row.get('cpu_seconds', float('nan')):.1f})",
+            flush=True,
+        )
     result = {
         "benchmark": "fine-tuning on a writer's own samples",
         "base": str(arguments.model or "shipped"),

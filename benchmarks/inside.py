@@ -97,12 +97,16 @@ def measure(model, digits: np.ndarray, validation_digits: np.ndarray, rounds: in
         "reading_only_cpu_ms": percentiles(reading_times),
         "response_bytes": {"median": int(statistics.median(sizes)), "max": max(sizes)},
         "by_saliency_steps": {
-            str(steps): {"look_inside_ms": percentiles(figures["ms"]),
-                         "saliency_cosine_to_64_steps": {"median": round(float(np.median(figures["cosine"])), 4),
-                                                         "min": round(float(np.min(figures["cosine"])), 4)}}
+            str(steps): {
+                "look_inside_ms": percentiles(figures["ms"]),
+                "saliency_cosine_to_64_steps": {
+                    "median": round(float(np.median(figures["cosine"])), 4),
+                    "min": round(float(np.min(figures["cosine"])), 4),
+                },
+            }
             for steps, figures in by_steps.items()
         },
-    }  # fmt: skip
+    }
 
 
 def main() -> None:
@@ -137,8 +141,10 @@ def main() -> None:
     }
     for name, figures in measured.items():
         wall, cpu, size = figures["server_ms"], figures["server_cpu_ms"], figures["response_bytes"]["max"]
-        print(f"{name} ({figures['arch']}): server time p50 {wall['p50']} ms (CPU {cpu['p50']} ms), p90 {wall['p90']} "
-              f"ms; response {size:,} bytes at most")  # fmt: skip
+        print(
+            f"{name} ({figures['arch']}): server time p50 {wall['p50']} ms (CPU {cpu['p50']} ms), p90 {wall['p90']} "
+            f"ms; response {size:,} bytes at most"
+        )
     write_result(arguments.out, result, tiny=arguments.tiny)
 
 

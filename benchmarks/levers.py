@@ -22,8 +22,9 @@ from digitcnn.models import ByteDropout
 from digitcnn.train import autocast
 
 
-def training_rate(arch: str, channels_last: bool, precision: str, images: torch.Tensor, labels: torch.Tensor,
-                  batch_size: int) -> float:  # fmt: skip
+def training_rate(
+    arch: str, channels_last: bool, precision: str, images: torch.Tensor, labels: torch.Tensor, batch_size: int
+) -> float:
     """Images per second of plain SGD steps (forward, backward, update) on real digits."""
     torch.manual_seed(0)
     model = build_model(arch)
@@ -69,8 +70,11 @@ def main() -> None:
     images = torch.tensor(x_train[: arguments.images, None], dtype=torch.float32) / 255
     labels = torch.tensor(y_train[: arguments.images], dtype=torch.long)
 
-    cases = {f"{arch} {layout}": (arch, layout == "channels_last", "float32")
-             for arch in ("fast", "seed") for layout in ("channels_last", "contiguous")}  # fmt: skip
+    cases = {
+        f"{arch} {layout}": (arch, layout == "channels_last", "float32")
+        for arch in ("fast", "seed")
+        for layout in ("channels_last", "contiguous")
+    }
     cases |= {f"best {precision}": ("best", True, precision) for precision in ("bfloat16", "float32")}
     # The seed network is 13x `fast`'s work per image, `best` 3x: fewer images keep each case's time alike.
     fewer_images = {"seed": max(256, arguments.images // 8), "best": max(256, arguments.images // 3)}
@@ -95,8 +99,10 @@ def main() -> None:
     print("channels_last speed-up: " + ", ".join(f"{arch} {ratio:.2f}x" for arch, ratio in ratios.items()))
     bfloat16_speedup = medians["best bfloat16"] / medians["best float32"]
     print(f"bfloat16 forward pass speed-up: best {bfloat16_speedup:.2f}x")
-    print(f"dropout mask on {mask_shape}: nn.Dropout {mask_medians['nn.Dropout']:.1f} ms, "
-          f"ByteDropout {mask_medians['ByteDropout']:.1f} ms")  # fmt: skip
+    print(
+        f"dropout mask on {mask_shape}: nn.Dropout {mask_medians['nn.Dropout']:.1f} ms, "
+        f"ByteDropout {mask_medians['ByteDropout']:.1f} ms"
+    )
     result = {
         "benchmark": "speed levers",
         "rounds": arguments.rounds,

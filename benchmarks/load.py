@@ -97,8 +97,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                        help="reader processes (`digitcnn serve --workers`); default: one per core")  # fmt: skip
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="reader processes (`digitcnn serve --workers`); default: one per core",
+    )
     parser.add_argument("--tiny", action="store_true", help="200 requests: checks the script runs")
     parser.add_argument("--out", default="benchmarks/results/load.json")
     arguments = parser.parse_args()
@@ -173,10 +177,12 @@ def main() -> None:
             "p50": round(float(np.percentile(milliseconds, 50)), 2),
             "p99": round(float(np.percentile(milliseconds, 99)), 2),
             "mean": round(statistics.fmean(milliseconds), 2),
-        },  # fmt: skip
+        },
         # Where the two cores went: the server's work per request, and this script's own (the clients).
-        "cpu_ms_per_request": {"server": round(1000 * server_cpu / len(latencies), 2),
-                               "clients": round(1000 * client_cpu / len(latencies), 2)},  # fmt: skip
+        "cpu_ms_per_request": {
+            "server": round(1000 * server_cpu / len(latencies), 2),
+            "clients": round(1000 * client_cpu / len(latencies), 2),
+        },
         "errors": len(errors),
         "error_kinds": sorted(set(errors)),
         "wrong_labels": wrong,
@@ -184,11 +190,13 @@ def main() -> None:
         "image": "MNIST test digits, 140x140 dark-on-light PNG (~2-4 kB)",
         **machine(),
     }
-    print(f"{result['requests_per_second']:.1f} requests/s, p50 {result['latency_ms']['p50']} ms, "
-          f"p99 {result['latency_ms']['p99']} ms, {len(errors)} errors, {wrong} wrong labels, "
-          f"server RSS {memory['start']} -> {memory.get('middle')} -> {memory['end']} MB; CPU ms per request: "
-          f"server {result['cpu_ms_per_request']['server']}, "
-          f"clients {result['cpu_ms_per_request']['clients']}")  # fmt: skip
+    print(
+        f"{result['requests_per_second']:.1f} requests/s, p50 {result['latency_ms']['p50']} ms, "
+        f"p99 {result['latency_ms']['p99']} ms, {len(errors)} errors, {wrong} wrong labels, "
+        f"server RSS {memory['start']} -> {memory.get('middle')} -> {memory['end']} MB; CPU ms per request: "
+        f"server {result['cpu_ms_per_request']['server']}, "
+        f"clients {result['cpu_ms_per_request']['clients']}"
+    )
     write_result(arguments.out, result, tiny=arguments.tiny)
 
 

@@ -30,8 +30,18 @@ from digitcnn.nondigits import CANVAS, FAMILIES, FONT_FOLDER, LATIN, glyph
 from digitcnn.recognize import read_images
 from digitcnn.rejection import NOT_A_DIGIT, flagged, rejects
 
-HELD_OUT_FONTS = ["STIXGeneral.ttf", "STIXGeneralBol.ttf", "STIXGeneralItalic.ttf", "STIXGeneralBolIta.ttf",
-                  "cmr10.ttf", "cmss10.ttf", "cmtt10.ttf", "cmb10.ttf", "cmti10.ttf", "cmmi10.ttf"]  # fmt: skip
+HELD_OUT_FONTS = [
+    "STIXGeneral.ttf",
+    "STIXGeneralBol.ttf",
+    "STIXGeneralItalic.ttf",
+    "STIXGeneralBolIta.ttf",
+    "cmr10.ttf",
+    "cmss10.ttf",
+    "cmtt10.ttf",
+    "cmb10.ttf",
+    "cmti10.ttf",
+    "cmmi10.ttf",
+]
 # Symbols no training font draws (fixed before any model was measured on them): maths, card suits, music, stars.
 # Left out as digit-like or too close to training's own symbols: the integral and dagger (a 1), the partial (a 6),
 # the infinity (an 8 on its side), the sum (the trained Sigma).
@@ -68,9 +78,12 @@ def polyline_symbol(name: str, rng: np.random.Generator) -> list[list[tuple[floa
     if name == "smiley":
         t = np.linspace(0, 2 * np.pi, 40)
         mouth = np.linspace(0.2 * np.pi, 0.8 * np.pi, 12)
-        return [list(zip(0.5 + 0.42 * np.cos(t), 0.5 + 0.42 * np.sin(t), strict=True)),
-                [(0.36, 0.38), (0.37, 0.39)], [(0.63, 0.38), (0.64, 0.39)],
-                list(zip(0.5 + 0.22 * np.cos(mouth), 0.52 + 0.18 * np.sin(mouth), strict=True))]  # fmt: skip
+        return [
+            list(zip(0.5 + 0.42 * np.cos(t), 0.5 + 0.42 * np.sin(t), strict=True)),
+            [(0.36, 0.38), (0.37, 0.39)],
+            [(0.63, 0.38), (0.64, 0.39)],
+            list(zip(0.5 + 0.22 * np.cos(mouth), 0.52 + 0.18 * np.sin(mouth), strict=True)),
+        ]
     if name == "spiral":
         t = np.linspace(0, rng.uniform(4, 6) * np.pi, 60)
         radius = 0.05 + 0.4 * t / t[-1]
@@ -141,9 +154,11 @@ def families(x_test, y_test) -> dict:
         "hand-drawn symbols (arrows, stars, checks, ...)": (True, hand_drawn_symbol),
         "MNIST test digits side by side (2-4, gaps -3..3 px)": ("digits", lambda rng: digits_side_by_side(rng, x_test)),
         "MNIST test digits cut in half": ("digits", lambda rng: FAMILIES["cut digit"](rng, x_test, y_test)),
-        **{f"generator: {name}": (False, lambda rng, draw=draw: draw(rng, x_test, y_test))
-           for name, draw in held_in.items()},
-    }  # fmt: skip
+        **{
+            f"generator: {name}": (False, lambda rng, draw=draw: draw(rng, x_test, y_test))
+            for name, draw in held_in.items()
+        },
+    }
 
 
 def read_family(model, draw, count: int, rng) -> dict:
@@ -202,8 +217,10 @@ def main() -> None:
     for index, (name, (held_out, draw)) in enumerate(families(x_test, y_test).items()):
         row = read_family(model, draw, per_family, np.random.default_rng([arguments.seed, HELD_IN_SEED, index]))
         rows[name] = {"held_out": held_out, **row}
-        print(f"{name:52s} {row['flagged']:8.2%} {row['answered_as_a_digit']:9.2%} {row['no_digit_found']:9.2%}",
-              flush=True)  # fmt: skip
+        print(
+            f"{name:52s} {row['flagged']:8.2%} {row['answered_as_a_digit']:9.2%} {row['no_digit_found']:9.2%}",
+            flush=True,
+        )
 
     result = {
         "benchmark": "not a digit: non-digits flagged, digits flagged",

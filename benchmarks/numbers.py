@@ -28,7 +28,8 @@ from PIL import Image
 from benchmarks.common import machine, write_result
 from benchmarks.user_style import canvas_drawing, paper_photo, scan
 from digitcnn import load_data, load_model, predict
-from digitcnn.preprocess import load_image, preprocess
+from digitcnn.images import load_image
+from digitcnn.preprocess import preprocess
 from digitcnn.recognize import read_images
 from digitcnn.strokes import label_components
 
@@ -155,31 +156,46 @@ def numbers_table(model, images, labels, count: int, rng) -> dict:
             errors = sum(edit_distance(text, truth) for text, truth in zip(texts, truths, strict=True))
             digits = sum(len(truth) for truth in truths)
             count_right = float(np.mean([len(text) == len(truth) for text, truth in zip(texts, truths, strict=True)]))
-            row = {"numbers": count, "exact": round(exact, 4), "count_right": round(count_right, 4),
-                   "digit_accuracy": round(max(0.0, 1 - errors / digits), 4),
-                   "inks_touch": round(touching / count, 4)}  # fmt: skip
+            row = {
+                "numbers": count,
+                "exact": round(exact, 4),
+                "count_right": round(count_right, 4),
+                "digit_accuracy": round(max(0.0, 1 - errors / digits), 4),
+                "inks_touch": round(touching / count, 4),
+            }
             rows[f"{spacing_name} / {render_name}"] = row
-            print(f"{spacing_name:20s} {render_name:24s} {row['exact']:8.4f} {row['digit_accuracy']:8.4f} "
-                  f"{row['count_right']:8.4f} {row['inks_touch']:8.4f}", flush=True)  # fmt: skip
+            print(
+                f"{spacing_name:20s} {render_name:24s} {row['exact']:8.4f} {row['digit_accuracy']:8.4f} "
+                f"{row['count_right']:8.4f} {row['inks_touch']:8.4f}",
+                flush=True,
+            )
     return rows
 
 
 def singles_table(model, images, labels, rng) -> dict:
     """Single digits through today's path (load_image -> preprocess -> predict) and through read_images."""
-    styles = {"MNIST as it is (28x28 PNG)": lambda digit, rng: encoded(Image.fromarray(digit), "PNG"),
-              "scan (greyscale PNG)": scan, "photo of a page (RGB JPEG)": paper_photo,
-              "canvas drawing (RGBA PNG)": canvas_drawing}  # fmt: skip
+    styles = {
+        "MNIST as it is (28x28 PNG)": lambda digit, rng: encoded(Image.fromarray(digit), "PNG"),
+        "scan (greyscale PNG)": scan,
+        "photo of a page (RGB JPEG)": paper_photo,
+        "canvas drawing (RGBA PNG)": canvas_drawing,
+    }
     rows = {}
     for name, render in styles.items():
         files = [render(digit, rng) for digit in images]
         old = predict(model, np.stack([preprocess(load_image(data)) for data in files])).argmax(axis=1)
         new = np.array([-1 if r.label is None else r.label for r in read_images(model, files)])
-        row = {"digits": len(files), "old_path": round(float((old == labels).mean()), 4),
-               "new_path": round(float((new == labels).mean()), 4)}  # fmt: skip
+        row = {
+            "digits": len(files),
+            "old_path": round(float((old == labels).mean()), 4),
+            "new_path": round(float((new == labels).mean()), 4),
+        }
         row["points_lost"] = round(100 * (row["old_path"] - row["new_path"]), 2)
         rows[name] = row
-        print(f"{name:30s} old {row['old_path']:.4f}  new {row['new_path']:.4f}  lost {row['points_lost']:+.2f}p",
-              flush=True)  # fmt: skip
+        print(
+            f"{name:30s} old {row['old_path']:.4f}  new {row['new_path']:.4f}  lost {row['points_lost']:+.2f}p",
+            flush=True,
+        )
     return rows
 
 
@@ -212,9 +228,13 @@ def timings(model, images, labels, rng, repeats: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="run folder or model file (default: the shipped model)")
-    parser.add_argument("--split", choices=("test", "train"), default="test",
-                        help="MNIST's test digits (the reported figures, looked at once) or the last 6,000 "
-                        "training digits (the validation split: the ones to tune segmentation on)")  # fmt: skip
+    parser.add_argument(
+        "--split",
+        choices=("test", "train"),
+        default="test",
+        help="MNIST's test digits (the reported figures, looked at once) or the last 6,000 "
+        "training digits (the validation split: the ones to tune segmentation on)",
+    )
     parser.add_argument("--numbers", type=int, default=300, help="numbers per spacing and render")
     parser.add_argument("--singles", type=int, default=10_000, help="single digits per style, old path vs new")
     parser.add_argument("--repeats", type=int, default=10, help="timed reads of the photo (x10 of the small digit)")

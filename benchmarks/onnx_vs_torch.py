@@ -79,8 +79,11 @@ def main() -> None:
             for side, model in sides.items():
                 rates[side].append(images_per_second(model, batched, arguments.batch_size))
                 times[side].extend(latencies_ms(model, single))
-                print(f"round {round_index + 1}: {side:11s} {rates[side][-1]:9.0f} images/s, single image "
-                      f"p50 {percentile(times[side], 50):.3f} ms", file=sys.stderr)  # fmt: skip
+                print(
+                    f"round {round_index + 1}: {side:11s} {rates[side][-1]:9.0f} images/s, single image "
+                    f"p50 {percentile(times[side], 50):.3f} ms",
+                    file=sys.stderr,
+                )
 
     summary = {
         side: {
@@ -110,10 +113,14 @@ def main() -> None:
     }
     print(f"\n{'runtime':12s} {'images/s':>10s} {'p50 ms':>8s} {'p99 ms':>8s}")
     for side, figures in summary.items():
-        print(f"{side:12s} {figures['images_per_second']:10.0f} {figures['latency_p50_ms']:8.3f} "
-              f"{figures['latency_p99_ms']:8.3f}")  # fmt: skip
-    print(f"onnxruntime / PyTorch throughput: {result['throughput_ratio_onnx_over_torch']:.2f}x "
-          f"({torch_model.config.arch}, batch {arguments.batch_size}, {arguments.threads} threads)")  # fmt: skip
+        print(
+            f"{side:12s} {figures['images_per_second']:10.0f} {figures['latency_p50_ms']:8.3f} "
+            f"{figures['latency_p99_ms']:8.3f}"
+        )
+    print(
+        f"onnxruntime / PyTorch throughput: {result['throughput_ratio_onnx_over_torch']:.2f}x "
+        f"({torch_model.config.arch}, batch {arguments.batch_size}, {arguments.threads} threads)"
+    )
     write_result(arguments.out, result, tiny=arguments.tiny)
 
 

@@ -54,8 +54,11 @@ def main() -> None:
         runs = []
         for seed in range(seeds):
             runs.append(one_run(arguments.arch, epochs, seed, limit))
-            print(f"{arguments.arch} {epochs or 'recipe'} epochs, seed {seed}: {runs[-1]['test_accuracy']:.4f} "
-                  f"in {runs[-1]['seconds']:.1f} s", file=sys.stderr)  # fmt: skip
+            print(
+                f"{arguments.arch} {epochs or 'recipe'} epochs, seed {seed}: {runs[-1]['test_accuracy']:.4f} "
+                f"in {runs[-1]['seconds']:.1f} s",
+                file=sys.stderr,
+            )
         rows.append(
             {
                 "epochs": epochs or recipe(arguments.arch).epochs,

@@ -71,8 +71,9 @@ def skeleton(mask: np.ndarray) -> np.ndarray:
                 side_a, side_b = n[0] * n[2] * n[4], n[2] * n[4] * n[6]
             else:
                 side_a, side_b = n[0] * n[2] * n[6], n[0] * n[4] * n[6]
-            remove = (p[1:-1, 1:-1] == 1) & (count >= 2) & (count <= 6) & (transitions == 1) & (side_a == 0) \
-                & (side_b == 0)  # fmt: skip
+            remove = (
+                (p[1:-1, 1:-1] == 1) & (count >= 2) & (count <= 6) & (transitions == 1) & (side_a == 0) & (side_b == 0)
+            )
             if remove.any():
                 image = image.copy()
                 image[1:-1, 1:-1][remove] = 0
@@ -115,9 +116,13 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="run folder or model file (default: the shipped model)")
     parser.add_argument("--limit", type=int, default=10_000, help="test digits per style")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--digits", choices=("test", "validation"), default="test",
-                        help="MNIST's test digits (the reported figure) or the shipped model's validation split, "
-                        "the last 6,000 training digits (the ones to tune preprocessing on)")  # fmt: skip
+    parser.add_argument(
+        "--digits",
+        choices=("test", "validation"),
+        default="test",
+        help="MNIST's test digits (the reported figure) or the shipped model's validation split, "
+        "the last 6,000 training digits (the ones to tune preprocessing on)",
+    )
     parser.add_argument("--tiny", action="store_true", help="50 digits per style: checks the script runs")
     parser.add_argument("--out", default="benchmarks/results/user_style.json")
     arguments = parser.parse_args()
@@ -139,8 +144,11 @@ def main() -> None:
         labels = np.array([-1 if reading.label is None else reading.label for reading in readings])
         accuracy = float((labels == y_test).mean())
         unreadable = int((labels == -1).sum())
-        rows[style] = {"accuracy": round(accuracy, 4), "points_below_clean": round(100 * (clean - accuracy), 2),
-                       "unreadable": unreadable}  # fmt: skip
+        rows[style] = {
+            "accuracy": round(accuracy, 4),
+            "points_below_clean": round(100 * (clean - accuracy), 2),
+            "unreadable": unreadable,
+        }
         print(f"{style:46s} {accuracy:9.4f} {100 * (accuracy - clean):+8.2f}p {unreadable:9d}", flush=True)
     result = {
         "benchmark": "people's own digits, simulated",

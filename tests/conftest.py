@@ -59,8 +59,10 @@ def serving(*arguments):
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "digitcnn", "serve", "--port", str(port), *map(str, arguments)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -14,8 +14,11 @@ def test_onnx_vs_torch_benchmark_measures_both_runtimes(tmp_path):
     out = tmp_path / "onnx_vs_torch.json"
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks.onnx_vs_torch", "--tiny", "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "onnx_vs_torch.tiny.json").read_text())
     for side in ("pytorch", "onnxruntime"):
@@ -32,11 +35,17 @@ def test_ensemble_summary_counts_the_validation_mistakes_its_members_share(tmp_p
     from digitcnn.metrics import softmax
 
     run = tmp_path / "ensemble"
-    run_cli("train", "--ensemble", 2, "--arch", "fast", "--limit", 4000, "--epochs", 1, "--out", run, "--quiet",
-            check=True)  # fmt: skip
+    run_cli(
+        "train", "--ensemble", 2, "--arch", "fast", "--limit", 4000, "--epochs", 1, "--out", run, "--quiet", check=True
+    )
     out = tmp_path / "summary.json"
-    result = subprocess.run([sys.executable, "-m", "benchmarks.ensemble", str(run), "--out", str(out)],
-                            cwd=REPO, capture_output=True, text=True, timeout=600)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.ensemble", str(run), "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(out.read_text())
     (x_train, y_train), _ = load_data()
@@ -55,10 +64,28 @@ def test_ensemble_summary_counts_the_validation_mistakes_its_members_share(tmp_p
 
     # A model trained apart on the same digits, judged as a third member against the members' own predictions.
     candidate = tmp_path / "candidate"
-    run_cli("train", "--arch", "fast", "--limit", 4000, "--epochs", 1, "--seed", 7, "--out", candidate, "--quiet",
-            check=True)  # fmt: skip
-    result = subprocess.run([sys.executable, "-m", "benchmarks.ensemble", str(run), "--candidate", str(candidate),
-                             "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)  # fmt: skip
+    run_cli(
+        "train",
+        "--arch",
+        "fast",
+        "--limit",
+        4000,
+        "--epochs",
+        1,
+        "--seed",
+        7,
+        "--out",
+        candidate,
+        "--quiet",
+        check=True,
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.ensemble", str(run), "--candidate", str(candidate), "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads(out.read_text())["candidates"][0]
     models = [load_model(run / "members" / "0"), load_model(run / "members" / "1"), load_model(candidate)]
@@ -72,19 +99,44 @@ def test_ensemble_summary_counts_the_validation_mistakes_its_members_share(tmp_p
     # One that held out other digits cannot be judged on these.
     other = tmp_path / "other"
     run_cli("train", "--arch", "fast", "--limit", 2000, "--epochs", 1, "--out", other, "--quiet", check=True)
-    result = subprocess.run([sys.executable, "-m", "benchmarks.ensemble", str(run), "--candidate", str(other),
-                             "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.ensemble", str(run), "--candidate", str(other), "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode != 0 and "did not hold out the validation digits" in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_ensemble_summary_of_members_trained_on_the_whole_training_set(tmp_path):
     run = tmp_path / "ensemble"
-    run_cli("train", "--ensemble", 2, "--arch", "fast", "--limit", 2000, "--epochs", 1, "--validation-split", 0,
-            "--out", run, "--quiet", check=True)  # fmt: skip
+    run_cli(
+        "train",
+        "--ensemble",
+        2,
+        "--arch",
+        "fast",
+        "--limit",
+        2000,
+        "--epochs",
+        1,
+        "--validation-split",
+        0,
+        "--out",
+        run,
+        "--quiet",
+        check=True,
+    )
     out = tmp_path / "summary.json"
-    result = subprocess.run([sys.executable, "-m", "benchmarks.ensemble", str(run), "--out", str(out)],
-                            cwd=REPO, capture_output=True, text=True, timeout=600)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.ensemble", str(run), "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(out.read_text())
     # No digit was held out from both members, so there is no validation figure to report, and none is made up.

@@ -57,27 +57,74 @@ def test_help_shows_each_architectures_own_default(capsys):
 
 
 # config.json as digitcnn wrote it before DataConfig, one of each kind of run folder.
-# fmt: off
-TRAIN = {"epochs": 2, "batch_size": 128, "validation_split": 0.2, "optimizer": "sgd", "learning_rate": 0.2,
-         "momentum": 0.9, "weight_decay": 0.0005, "schedule": "onecycle", "warmup_fraction": 0.2,
-         "label_smoothing": 0.1, "translate": 1.0, "rotate": 0.0, "scale": 0.0, "stroke": 0.0, "ema_decay": 0.0,
-         "precision": "float32", "seed": 0}
-MODEL = {"arch": "fast", "activation": "relu", "num_classes": 10, "class_names": list("0123456789"),
-         "dataset": "fashion-mnist", "input_mean": 0.286, "input_std": 0.353, "temperature": 1.0, "members": None}
-OLD_LAYOUTS = {
-    "train": {"data": {"dataset": "mnist", "path": None, "limit": 8000, "train_examples": 8000,
-                       "test_examples": 8000}, "train": TRAIN, "model": MODEL, "device": "cpu",
-              "distributed": {"world_size": 1, "batch_size_per_process": 128, "effective_batch_size": 128,
-                              "peak_learning_rate": 0.2}, "results": {"test_accuracy": 0.97}},
-    "fit": {"train": TRAIN, "model": MODEL},
-    "trained ensemble": {"ensemble": {"members": 2, "archs": ["fast"], "seed": 0, "options": {
-        "activation": "relu", "dataset": "fashion-mnist", "limit": 3000, "epochs": 1, "validation_split": 0.2}}},
-    "combined, same split": {"data": {"dataset": "mnist", "path": "/data/mine.npz", "limit": None,
-                                      "validation_split": 0.2}, "ensemble": {"sources": ["a", "b"], "members": 2}},
-    "combined, other splits": {"data": {"dataset": "mnist", "path": None, "limit": 3000},
-                               "ensemble": {"sources": ["a", "b"], "members": 2}},
+TRAIN = {
+    "epochs": 2,
+    "batch_size": 128,
+    "validation_split": 0.2,
+    "optimizer": "sgd",
+    "learning_rate": 0.2,
+    "momentum": 0.9,
+    "weight_decay": 0.0005,
+    "schedule": "onecycle",
+    "warmup_fraction": 0.2,
+    "label_smoothing": 0.1,
+    "translate": 1.0,
+    "rotate": 0.0,
+    "scale": 0.0,
+    "stroke": 0.0,
+    "ema_decay": 0.0,
+    "precision": "float32",
+    "seed": 0,
 }
-# fmt: on
+MODEL = {
+    "arch": "fast",
+    "activation": "relu",
+    "num_classes": 10,
+    "class_names": list("0123456789"),
+    "dataset": "fashion-mnist",
+    "input_mean": 0.286,
+    "input_std": 0.353,
+    "temperature": 1.0,
+    "members": None,
+}
+OLD_LAYOUTS = {
+    "train": {
+        "data": {"dataset": "mnist", "path": None, "limit": 8000, "train_examples": 8000, "test_examples": 8000},
+        "train": TRAIN,
+        "model": MODEL,
+        "device": "cpu",
+        "distributed": {
+            "world_size": 1,
+            "batch_size_per_process": 128,
+            "effective_batch_size": 128,
+            "peak_learning_rate": 0.2,
+        },
+        "results": {"test_accuracy": 0.97},
+    },
+    "fit": {"train": TRAIN, "model": MODEL},
+    "trained ensemble": {
+        "ensemble": {
+            "members": 2,
+            "archs": ["fast"],
+            "seed": 0,
+            "options": {
+                "activation": "relu",
+                "dataset": "fashion-mnist",
+                "limit": 3000,
+                "epochs": 1,
+                "validation_split": 0.2,
+            },
+        }
+    },
+    "combined, same split": {
+        "data": {"dataset": "mnist", "path": "/data/mine.npz", "limit": None, "validation_split": 0.2},
+        "ensemble": {"sources": ["a", "b"], "members": 2},
+    },
+    "combined, other splits": {
+        "data": {"dataset": "mnist", "path": None, "limit": 3000},
+        "ensemble": {"sources": ["a", "b"], "members": 2},
+    },
+}
 EXPECTED_DATA = {
     "train": DataConfig("mnist", None, 8000, 0.2),
     "fit": DataConfig("fashion-mnist", None, None, 0.2),

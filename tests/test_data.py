@@ -99,19 +99,31 @@ def write_bytes(path, data):
     [
         (lambda folder: write_bytes(folder / "train-images-idx3-ubyte", b""), "wrong magic number"),
         (lambda folder: write_bytes(folder / "train-images-idx3-ubyte", b"\x00\x00\x07\x01abcd"), "wrong magic"),
-        (lambda folder: write_bytes(folder / "train-images-idx3-ubyte",
-                                    (folder / "train-images-idx3-ubyte").read_bytes()[:-10]), "truncated"),
-        (lambda folder: write_bytes(folder / "train-images-idx3-ubyte",
-                                    (folder / "train-images-idx3-ubyte").read_bytes() + b"xx"), "longer than"),
-        (lambda folder: write_idx(folder / "train-images-idx3-ubyte", np.zeros((300, 32, 32), np.uint8)),
-         "(N, 28, 28)"),
+        (
+            lambda folder: write_bytes(
+                folder / "train-images-idx3-ubyte", (folder / "train-images-idx3-ubyte").read_bytes()[:-10]
+            ),
+            "truncated",
+        ),
+        (
+            lambda folder: write_bytes(
+                folder / "train-images-idx3-ubyte", (folder / "train-images-idx3-ubyte").read_bytes() + b"xx"
+            ),
+            "longer than",
+        ),
+        (
+            lambda folder: write_idx(folder / "train-images-idx3-ubyte", np.zeros((300, 32, 32), np.uint8)),
+            "(N, 28, 28)",
+        ),
         (lambda folder: write_idx(folder / "train-labels-idx1-ubyte", np.zeros(299, np.uint8)), "for 300 images"),
         (lambda folder: write_idx(folder / "t10k-labels-idx1-ubyte", np.full(100, 12, np.uint8)), "outside 0..9"),
-        (lambda folder: write_bytes(folder / "t10k-images-idx3-ubyte", gzip.compress(b"\x00\x00\x08")[:-4]),
-         "cannot read"),
+        (
+            lambda folder: write_bytes(folder / "t10k-images-idx3-ubyte", gzip.compress(b"\x00\x00\x08")[:-4]),
+            "cannot read",
+        ),
         (lambda folder: os.remove(folder / "t10k-labels-idx1-ubyte"), "no t10k-labels"),
     ],
-)  # fmt: skip
+)
 def test_bad_idx_data_names_the_file_and_the_problem(tmp_path, mnist, make, message):
     folder = small_idx_folder(tmp_path / "idx", mnist, gzipped=False)
     make(folder)
@@ -163,8 +175,9 @@ def test_a_corrupt_cache_is_rebuilt_not_used(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
     (home / "mnist.npz").write_bytes(b"this is not an npz file")
-    result = run_cli("show", "--out", tmp_path / "figure.png", env={**os.environ, "DIGITCNN_HOME": str(home)},
-                     timeout=600)  # fmt: skip
+    result = run_cli(
+        "show", "--out", tmp_path / "figure.png", env={**os.environ, "DIGITCNN_HOME": str(home)}, timeout=600
+    )
     assert result.returncode == 0, result.stderr
     assert "unusable" in result.stderr and "rebuilding" in result.stderr
     with np.load(home / "mnist.npz") as archive:
@@ -186,7 +199,8 @@ def test_the_cli_reports_bad_data_in_one_line(tmp_path):
 
 def test_loading_uses_no_unsafe_numpy_pickles(tmp_path):
     archive = tmp_path / "objects.npz"
-    np.savez(archive, x_train=np.array([object()], dtype=object), y_train=np.zeros(1), x_test=np.zeros(1),
-             y_test=np.zeros(1))  # fmt: skip
+    np.savez(
+        archive, x_train=np.array([object()], dtype=object), y_train=np.zeros(1), x_test=np.zeros(1), y_test=np.zeros(1)
+    )
     with pytest.raises(DataError):
         load_data(path=archive)

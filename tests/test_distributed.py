@@ -17,9 +17,25 @@ WORKER = Path(__file__).with_name("distributed_worker.py")
 def test_two_processes_train_one_model_on_disjoint_shards(tmp_path, mnist):
     out = tmp_path / "run"
     limit, epochs, validation_split = 3000, 2, 0.1
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               str(WORKER), "train", "--limit", str(limit), "--epochs", str(epochs), "--batch-size", "64",
-               "--quiet", "--out", str(out)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        str(WORKER),
+        "train",
+        "--limit",
+        str(limit),
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        "64",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("test accuracy:") == 1  # rank 0 alone reports and writes

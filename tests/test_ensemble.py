@@ -46,8 +46,21 @@ def test_runs_trained_apart_answer_as_the_mean_of_their_probabilities(small_run,
 def test_ensembles_given_as_sources_count_as_their_members(small_run, second_run, tmp_path):
     pair, trained = tmp_path / "pair", tmp_path / "trained"
     run_cli("ensemble", small_run[0], second_run, "--out", pair, check=True)
-    run_cli("train", "--ensemble", 2, "--arch", "fast", "--limit", 8000, "--epochs", 1, "--out", trained, "--quiet",
-            check=True)  # fmt: skip
+    run_cli(
+        "train",
+        "--ensemble",
+        2,
+        "--arch",
+        "fast",
+        "--limit",
+        8000,
+        "--epochs",
+        1,
+        "--out",
+        trained,
+        "--quiet",
+        check=True,
+    )
     result = run_cli("ensemble", pair, trained, small_run[0], "--out", tmp_path / "five", check=True)
     assert len(load_model(tmp_path / "five").members) == 5
     # All three held out the same 800 digits, however they were made: the validation accuracy is measured.
@@ -56,8 +69,21 @@ def test_ensembles_given_as_sources_count_as_their_members(small_run, second_run
 
 def test_runs_that_held_out_different_digits_give_no_validation_split_to_calibrate_on(small_run, tmp_path):
     other_split = tmp_path / "other-split"
-    run_cli("train", "--arch", "fast", "--limit", 8000, "--epochs", 1, "--validation-split", 0.2, "--out", other_split,
-            "--quiet", check=True)  # fmt: skip
+    run_cli(
+        "train",
+        "--arch",
+        "fast",
+        "--limit",
+        8000,
+        "--epochs",
+        1,
+        "--validation-split",
+        0.2,
+        "--out",
+        other_split,
+        "--quiet",
+        check=True,
+    )
     out = tmp_path / "combined"
     result = run_cli("ensemble", small_run[0], other_split, "--out", out, check=True)
     assert "validation accuracy" not in result.stdout

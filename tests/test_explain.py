@@ -7,8 +7,12 @@ from torch import nn
 
 from digitcnn.explain import integrated_gradients
 
-QUADRANTS = [(slice(2, 12), slice(2, 12)), (slice(2, 12), slice(16, 26)), (slice(16, 26), slice(2, 12)),
-             (slice(16, 26), slice(16, 26))]  # fmt: skip
+QUADRANTS = [
+    (slice(2, 12), slice(2, 12)),
+    (slice(2, 12), slice(16, 26)),
+    (slice(16, 26), slice(2, 12)),
+    (slice(16, 26), slice(16, 26)),
+]
 
 
 def quadrant_images(count: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,10 +43,16 @@ def quadrant_model(one_thread):
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
     model = nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Dropout(0.2), nn.Linear(8 * 7 * 7, 10),
-    )  # fmt: skip
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Dropout(0.2),
+        nn.Linear(8 * 7 * 7, 10),
+    )
     images, labels = quadrant_images(512, generator)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     for step in range(150):

@@ -113,8 +113,10 @@ def test_predict_and_evaluate_accept_an_onnx_model(small_run, exported, mnist, t
     for onnx_reading, torch_reading in zip(readings[path], readings[run_dir], strict=True):
         np.testing.assert_allclose(onnx_reading["probabilities"], torch_reading["probabilities"], atol=1e-5)
 
-    reports = {model: json.loads(run_cli("evaluate", "--model", model, "--json", check=True).stdout)
-               for model in (run_dir, path)}  # fmt: skip
+    reports = {
+        model: json.loads(run_cli("evaluate", "--model", model, "--json", check=True).stdout)
+        for model in (run_dir, path)
+    }
     assert reports[path]["examples"] == reports[run_dir]["examples"] == 10000
     assert reports[path]["test_accuracy"] == reports[run_dir]["test_accuracy"]
     assert reports[path]["test_loss"] == pytest.approx(reports[run_dir]["test_loss"], abs=1e-5)
@@ -122,8 +124,21 @@ def test_predict_and_evaluate_accept_an_onnx_model(small_run, exported, mnist, t
 
 def test_an_ensemble_exports_as_one_graph_of_all_its_members(mnist, tmp_path):
     out = tmp_path / "ensemble"
-    run_cli("train", "--ensemble", 2, "--limit", 3000, "--epochs", 1, "--batch-size", 128, "--out", out,
-            "--quiet", check=True)  # fmt: skip
+    run_cli(
+        "train",
+        "--ensemble",
+        2,
+        "--limit",
+        3000,
+        "--epochs",
+        1,
+        "--batch-size",
+        128,
+        "--out",
+        out,
+        "--quiet",
+        check=True,
+    )
     ensemble = load_model(out)
     assert ensemble.config.arch == "ensemble" and len(ensemble.members) == 2
     path = tmp_path / "ensemble.onnx"
@@ -149,8 +164,11 @@ def test_files_that_are_not_digitcnn_onnx_models_are_one_line_errors(exported, t
     graph = onnx.load(str(path))
     del graph.metadata_props[:]
     onnx.save(graph, str(foreign))
-    cases = {corrupt: "is not a valid ONNX model", foreign: "was not exported by digitcnn",
-             tmp_path / "missing.onnx": "does not exist"}  # fmt: skip
+    cases = {
+        corrupt: "is not a valid ONNX model",
+        foreign: "was not exported by digitcnn",
+        tmp_path / "missing.onnx": "does not exist",
+    }
     for model, message in cases.items():
         for command in (["evaluate", "--model", model], ["predict", "--model", model, "digit.png"]):
             result = run_cli(*command)

@@ -137,8 +137,20 @@ def test_train_on_letter_folders_answers_with_letter_names(tmp_path, capsys):
         for index in range(30):
             write(tmp_path / "letters" / name / f"{index}.png", letter_png(strokes, rng))
     out = tmp_path / "run"
-    arguments = ["train", "--data", str(tmp_path / "letters"), "--out", str(out), "--epochs", "12", "--batch-size",
-                 "16", "--learning-rate", "0.05", "--quiet"]  # fmt: skip
+    arguments = [
+        "train",
+        "--data",
+        str(tmp_path / "letters"),
+        "--out",
+        str(out),
+        "--epochs",
+        "12",
+        "--batch-size",
+        "16",
+        "--learning-rate",
+        "0.05",
+        "--quiet",
+    ]
     assert main(arguments) == 0
     captured = capsys.readouterr()
     assert "24 of them (20% of each class, seed 0) held out as the test set" in captured.err
@@ -158,10 +170,15 @@ def test_the_finetune_benchmark_runs_end_to_end(tmp_path):
     from tests.conftest import REPO
 
     out = tmp_path / "finetune.json"
-    result = subprocess.run([sys.executable, "-m", "benchmarks.finetune", "--tiny", "--out", str(out)], cwd=REPO,
-                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.finetune", "--tiny", "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "finetune.tiny.json").read_text())
-    (style, row), = report["styles"].items()
+    ((style, row),) = report["styles"].items()
     assert row["samples_taught"] == 30 and row["samples_read"] == 50 and 0 <= row["read_after"] <= 1
     assert row["mnist_test_after"] > 0.98 and row["seconds"] > 0 and report["cpu"]

@@ -34,8 +34,12 @@ BEST_LABELS = [
     "Conv2d 3×3, 128 → 128, 7×7",
     "MaxPool2d 2×2, 128 channels, 3×3",
 ]
-SEED_LABELS = ["Conv2d 3×3, 1 → 32, 26×26", "Conv2d 3×3, 32 → 64, 24×24", "Conv2d 3×3, 64 → 128, 22×22",
-               "MaxPool2d 2×2, 128 channels, 11×11"]  # fmt: skip
+SEED_LABELS = [
+    "Conv2d 3×3, 1 → 32, 26×26",
+    "Conv2d 3×3, 32 → 64, 24×24",
+    "Conv2d 3×3, 64 → 128, 22×22",
+    "MaxPool2d 2×2, 128 channels, 11×11",
+]
 LAYER_COUNTS = {"seed": 4, "fast": 7, "best": 8, "deep": 9, "unpooled": 10}
 MAX_RESPONSE_BYTES = 300 * 1024
 
@@ -51,8 +55,10 @@ def one_thread():
 def body_outputs(model, pixels) -> dict[str, torch.Tensor]:
     """Every body module's output for one image, by the module's name, recorded by hooks on each of them."""
     outputs = {}
-    handles = [module.register_forward_hook(lambda _, __, output, name=name: outputs.__setitem__(name, output[0]))
-               for name, module in model.body.named_children()]  # fmt: skip
+    handles = [
+        module.register_forward_hook(lambda _, __, output, name=name: outputs.__setitem__(name, output[0]))
+        for name, module in model.body.named_children()
+    ]
     try:
         with torch.no_grad():
             model.eval()(torch.as_tensor(pixels, dtype=torch.float32)[None, None])
@@ -298,8 +304,13 @@ def test_the_benchmark_measures_time_size_and_saliency_steps(tmp_path):
     from tests.conftest import REPO
 
     out = tmp_path / "inside.json"
-    result = subprocess.run([sys.executable, "-m", "benchmarks.inside", "--tiny", "--out", str(out)], cwd=REPO,
-                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.inside", "--tiny", "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads((tmp_path / "inside.tiny.json").read_text())["models"]["default"]
     assert figures["arch"] == "best" and figures["requests"] == 8

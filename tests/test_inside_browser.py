@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from digitcnn.images import load_image
 from digitcnn.inference import load_model
 from digitcnn.inside import TUTORIAL_MODEL
-from digitcnn.preprocess import load_image, preprocess
+from digitcnn.preprocess import preprocess
 from tests.test_browser import ARTIFACTS, browser, draw, pytestmark  # noqa: F401 (the fixture and the marks)
 from tests.test_inside import BEST_LABELS, SEED_LABELS, body_outputs
 

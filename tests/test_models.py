@@ -9,8 +9,21 @@ def test_seed_network_is_the_tutorials_layer_for_layer():
     model = build_model("seed")
     assert count_parameters(model) == 2_076_554
     kinds = [type(layer).__name__ for layer in model.body]
-    assert kinds == ["Conv2d", "ReLU", "Conv2d", "ReLU", "Conv2d", "ReLU", "ByteDropout", "MaxPool2d", "Flatten",
-                     "Linear", "ReLU", "ByteDropout", "Linear"]  # fmt: skip
+    assert kinds == [
+        "Conv2d",
+        "ReLU",
+        "Conv2d",
+        "ReLU",
+        "Conv2d",
+        "ReLU",
+        "ByteDropout",
+        "MaxPool2d",
+        "Flatten",
+        "Linear",
+        "ReLU",
+        "ByteDropout",
+        "Linear",
+    ]
     assert [layer.rate for layer in model.body if isinstance(layer, ByteDropout)] == [0.25, 0.5]
     assert model.body[9].in_features == 15488
 

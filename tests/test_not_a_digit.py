@@ -111,8 +111,9 @@ def test_training_with_reject_adds_the_output_and_its_threshold(rejecting_run, m
     assert run.results["test_digits_flagged"] == pytest.approx(flagged_test)
 
 
-def test_mnist_test_digits_are_rarely_flagged_and_a_digit_file_answers_as_a_digit(rejecting_run, mnist, tmp_path,
-                                                                                    capsys):  # fmt: skip
+def test_mnist_test_digits_are_rarely_flagged_and_a_digit_file_answers_as_a_digit(
+    rejecting_run, mnist, tmp_path, capsys
+):
     _, (x_test, y_test) = mnist
     model = load_model(rejecting_run)
     digits, labels = x_test[7000:9000], y_test[7000:9000]  # none of the run's 6,000 test digits

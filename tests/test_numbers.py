@@ -22,8 +22,12 @@ from digitcnn.strokes import label_components
 
 # Test digits (among the first hundred) whose inks join into one blob at that spacing and whose number the search
 # reads: chosen so, since it reads about one such blob in five; benchmarks/numbers.py measures the rates.
-JOINED = {("touching", "171"): [2, 0, 39], ("touching", "134"): [94, 90, 4],
-          ("overlapping 1-3 px", "363"): [63, 50, 90], ("overlapping 1-3 px", "121"): [31, 77, 39]}  # fmt: skip
+JOINED = {
+    ("touching", "171"): [2, 0, 39],
+    ("touching", "134"): [94, 90, 4],
+    ("overlapping 1-3 px", "363"): [63, 50, 90],
+    ("overlapping 1-3 px", "121"): [31, 77, 39],
+}
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +80,10 @@ def test_a_spaced_number_reads_left_to_right_through_the_cli_and_the_api(mnist, 
     assert [digit["label"] for digit in printed["digits"]] == [int(label) for label in y_test[indices]]
     lefts = [digit["box"][0] for digit in printed["digits"]]
     width, height = Image.open(io.BytesIO(png)).size
-    assert lefts == sorted(lefts) and all(0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
-                                          for x0, y0, x1, y1 in (digit["box"] for digit in printed["digits"]))
+    assert lefts == sorted(lefts) and all(
+        0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
+        for x0, y0, x1, y1 in (digit["box"] for digit in printed["digits"])
+    )
     assert printed["confidence"] == min(digit["confidence"] for digit in printed["digits"])
     answered = client.post("/api/predict", files={"file": (str(tmp_path / "number.png"), png)})
     assert answered.status_code == 200 and answered.json() == printed
@@ -135,8 +141,10 @@ def test_several_lines_read_top_to_bottom(mnist):
 
 def test_more_than_64_digits_is_a_clean_error(mnist, tmp_path, capsys, client):
     _, (x_test, _) = mnist
-    rows = [compose(list(x_test[start : start + 13]), SPACINGS["wide gaps"], np.random.default_rng(start))
-            for start in range(0, 65, 13)]  # fmt: skip
+    rows = [
+        compose(list(x_test[start : start + 13]), SPACINGS["wide gaps"], np.random.default_rng(start))
+        for start in range(0, 65, 13)
+    ]
     width = max(row.shape[1] for row in rows)
     page = np.concatenate([np.pad(row, ((4, 4), (0, width - row.shape[1]))) for row in rows])
     png = paper_png(page, scale=2)
@@ -186,8 +194,14 @@ class SevensAreNotDigits(torch.nn.Module):
         super().__init__()
         self.inner = inner
         names = [*inner.config.class_names, "not a digit"]
-        self.config = SimpleNamespace(**{**dataclasses.asdict(inner.config), "num_classes": 11, "class_names": names,
-                                         "not_a_digit_threshold": 0.5})  # fmt: skip
+        self.config = SimpleNamespace(
+            **{
+                **dataclasses.asdict(inner.config),
+                "num_classes": 11,
+                "class_names": names,
+                "not_a_digit_threshold": 0.5,
+            }
+        )
 
     def forward(self, pixels):
         logits = self.inner(pixels)

@@ -49,8 +49,15 @@ def test_a_plateau_run_trains_until_it_decides_and_records_how_far(tmp_path, mni
 
     (x_train, y_train), _ = mnist
     model = build_model("fast")
-    history = fit(model, x_train[:2000], y_train[:2000], config=dataclasses.replace(PLATEAU, epochs=5),
-                  batch_size=64, verbose=False, run_dir=tmp_path)  # fmt: skip
+    history = fit(
+        model,
+        x_train[:2000],
+        y_train[:2000],
+        config=dataclasses.replace(PLATEAU, epochs=5),
+        batch_size=64,
+        verbose=False,
+        run_dir=tmp_path,
+    )
     epochs = len(history.epoch)
     assert 3 <= epochs <= 5
     assert history.history["learning_rate"][-1] < PLATEAU.learning_rate / 10  # it ended with its decay

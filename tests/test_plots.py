@@ -44,8 +44,13 @@ def reliability_arguments(path):
     logits = generator.normal(scale=3, size=(2000, 10))
     labels = (softmax(logits).cumsum(axis=1) < generator.random((2000, 1))).sum(axis=1).clip(max=9)
     before, after = softmax(3 * logits), softmax(logits)
-    return (reliability_bins(before, labels), reliability_bins(after, labels),
-            expected_calibration_error(before, labels), expected_calibration_error(after, labels), path)  # fmt: skip
+    return (
+        reliability_bins(before, labels),
+        reliability_bins(after, labels),
+        expected_calibration_error(before, labels),
+        expected_calibration_error(after, labels),
+        path,
+    )
 
 
 DIGITS = digit_images(12)
@@ -68,7 +73,7 @@ CASES = {
     "mistakes": (
         lambda path: plots.plot_mistakes(
             DIGITS[:8], np.arange(8), (np.arange(8) + 1) % 10, np.linspace(0.999, 0.6, 8), None, path
-        ),  # fmt: skip
+        ),
         (1320, 550),
     ),
     "no_mistakes": (lambda path: plots.plot_mistakes(np.zeros((0, 28, 28)), [], [], [], None, path), (500, 200)),
@@ -127,8 +132,15 @@ def test_read_history_round_trips_a_run_folder_history(tmp_path):
         writer.writerow(columns)
         writer.writerows([[1, 0.31, 0.91, "", "", 0.01, 4.2], [2, 0.12, 0.965, "", "", 0.005, 8.1]])
     rows = read_history(tmp_path)
-    assert rows[1] == {"epoch": 2.0, "loss": 0.12, "accuracy": 0.965, "val_loss": None, "val_accuracy": None,
-                       "learning_rate": 0.005, "seconds": 8.1}  # fmt: skip
+    assert rows[1] == {
+        "epoch": 2.0,
+        "loss": 0.12,
+        "accuracy": 0.965,
+        "val_loss": None,
+        "val_accuracy": None,
+        "learning_rate": 0.005,
+        "seconds": 8.1,
+    }
     plots.plot_history(rows, tmp_path / "history.png")
     with Image.open(tmp_path / "history.png") as written:
         assert written.size == (1100, 420)

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from digitcnn.errors import ImageError, ImageTooLargeError, NoDigitError
-from digitcnn.preprocess import MAX_PIXELS, load_image, preprocess
+from digitcnn.images import MAX_PIXELS, load_image
+from digitcnn.preprocess import preprocess
 
 ROWS = np.arange(28)
 
@@ -48,8 +49,16 @@ def encode(image: Image.Image, kind: str) -> bytes:
     return buffer.getvalue()
 
 
-def render_on_page(digit: np.ndarray, scale: int, offset: tuple[float, float], dark_ink: bool, gradient: float,
-                   noise: float, mode: str, seed: int) -> Image.Image:  # fmt: skip
+def render_on_page(
+    digit: np.ndarray,
+    scale: int,
+    offset: tuple[float, float],
+    dark_ink: bool,
+    gradient: float,
+    noise: float,
+    mode: str,
+    seed: int,
+) -> Image.Image:
     """An MNIST digit as a user's photo or scan: scaled up, off-centre on a larger page, lit unevenly, noisy."""
     rng = np.random.default_rng(seed)
     side = 28 * scale

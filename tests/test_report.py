@@ -28,8 +28,12 @@ def reported_run(small_run, tmp_path_factory):
 
 def test_the_report_folder_holds_every_part_at_its_size(reported_run):
     _, report, _, result = reported_run
-    expected = {"confusion_matrix.png": (970, 850), "reliability.png": (1100, 550), "history.png": (1100, 420),
-                "mistakes.png": (1320, 1050)}  # fmt: skip
+    expected = {
+        "confusion_matrix.png": (970, 850),
+        "reliability.png": (1100, 550),
+        "history.png": (1100, 420),
+        "mistakes.png": (1320, 1050),
+    }
     for name, size in expected.items():
         with Image.open(report / name) as image:
             assert image.size == size, name
@@ -70,14 +74,24 @@ def test_the_fitted_temperature_lowers_validation_ece_and_predict_uses_it(report
     assert json_config["model"]["temperature"] == pytest.approx(calibration["temperature"])
     _, (x_test, _) = mnist
     logits = predict_logits(before, x_test[:50])
-    np.testing.assert_allclose(predict(calibrated, x_test[:50]), softmax(logits, calibration["temperature"]),
-                               atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(predict(calibrated, x_test[:50]), softmax(logits, calibration["temperature"]), atol=1e-5)
     assert not np.allclose(predict(calibrated, x_test[:50]), predict(before, x_test[:50]), atol=1e-3)
 
 
 def test_a_fashion_mnist_report_names_its_classes(tmp_path):
-    run_cli("train", "--dataset", "fashion-mnist", "--limit", 2000, "--epochs", 1, "--out", tmp_path / "run",
-            "--quiet", check=True)  # fmt: skip
+    run_cli(
+        "train",
+        "--dataset",
+        "fashion-mnist",
+        "--limit",
+        2000,
+        "--epochs",
+        1,
+        "--out",
+        tmp_path / "run",
+        "--quiet",
+        check=True,
+    )
     run_cli("evaluate", "--model", tmp_path / "run", "--report", tmp_path / "report", check=True)
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert "Ankle boot" in markdown and "fashion-mnist" in markdown

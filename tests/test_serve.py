@@ -41,8 +41,18 @@ def test_real_digits_get_their_labels_as_multipart_and_as_raw_bodies(client, mni
         answer = multipart.json()
         assert answer["label"] == int(y_test[index]) and answer["file"] == f"{index}.png"
         assert raw.json()["probabilities"] == answer["probabilities"] and raw.json()["file"] is None
-        assert set(answer) == {"file", "text", "digits", "label", "class_name", "confidence", "probabilities", "top3",
-                               "unsure", "error"}
+        assert set(answer) == {
+            "file",
+            "text",
+            "digits",
+            "label",
+            "class_name",
+            "confidence",
+            "probabilities",
+            "top3",
+            "unsure",
+            "error",
+        }
 
 
 def test_the_answer_is_what_the_cli_prints(client, mnist, tmp_path):

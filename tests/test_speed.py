@@ -26,8 +26,11 @@ def run_benchmark(script: str, tmp_path, *arguments) -> dict:
     out = tmp_path / f"{script}.json"
     result = subprocess.run(
         [sys.executable, "-m", f"benchmarks.{script}", "--tiny", "--out", str(out), *arguments],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads((tmp_path / f"{script}.tiny.json").read_text())
 
@@ -48,9 +51,13 @@ def test_throughput_benchmark_runs_both_sides(tmp_path):
 def test_levers_benchmark_measures_every_lever(tmp_path):
     result = run_benchmark("levers", tmp_path)
     assert set(result["training_images_per_second"]) == {
-        "fast channels_last", "fast contiguous", "seed channels_last", "seed contiguous", "best bfloat16",
+        "fast channels_last",
+        "fast contiguous",
+        "seed channels_last",
+        "seed contiguous",
+        "best bfloat16",
         "best float32",
-    }  # fmt: skip
+    }
     assert result["bfloat16_speedup"]["best"] > 0
     assert all(value > 0 for value in result["dropout_mask_milliseconds"].values())
 

@@ -1,7 +1,7 @@
 """digitcnn: handwritten-digit recognition on PyTorch, with the words a Keras user knows.
 
-    from digitcnn import load_data, to_categorical, build_model, fit, evaluate, predict
-    digitcnn.read("number.png")["text"]  # every digit in an image, left to right
+from digitcnn import load_data, to_categorical, build_model, fit, evaluate, predict
+digitcnn.read("number.png")["text"]  # every digit in an image, left to right
 """
 
 from .config import DataConfig, RunConfig, TrainConfig

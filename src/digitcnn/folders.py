@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError, ImageError, NoDigitError
-from .preprocess import load_image, preprocess
+from .images import load_image
+from .preprocess import preprocess
 
 LABELS_FILE = "labels.csv"
 IDX_PREFIXES = ("train-images", "train-labels", "t10k-images", "t10k-labels")  # a folder of these is data.py's
@@ -48,7 +49,7 @@ def hidden(path: Path) -> bool:
 
 
 def natural_key(name: str) -> list:
-    """"2" before "10", and letters alphabetically: the order people expect class folders in."""
+    """ "2" before "10", and letters alphabetically: the order people expect class folders in."""
     return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name) if part]
 
 
@@ -134,10 +135,11 @@ def read_samples(folder, class_names: list[str] | None = None, report=None) -> S
         raise DataError(f"{folder}: no usable image" + (f" ({len(problems)} skipped)" if problems else ""))
     empty = sorted({name for _, name in pairs} - {names[label] for label in labels}, key=natural_key)
     if empty:  # a class given only bad files: training would learn it from nothing
-        raise DataError(f"{folder}: class {', '.join(empty)} has no usable image (its files were skipped); every "
-                        "class given needs at least 1")  # fmt: skip
+        raise DataError(
+            f"{folder}: class {', '.join(empty)} has no usable image (its files were skipped); every "
+            "class given needs at least 1"
+        )
     return Samples(np.stack(images), np.asarray(labels, dtype=np.int64), names, files, problems)
-
 
 
 def split_per_class(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -89,11 +89,15 @@ class InsideView:
 def layers_to_show(model) -> list[Step]:
     """The convolution blocks and pooling steps of a model's body, in the order they run."""
     if not is_torch_model(model):
-        raise NoLayersError("an exported ONNX model runs in onnxruntime and has no layers to show: "
-                            "look inside its run folder or .safetensors file instead")  # fmt: skip
+        raise NoLayersError(
+            "an exported ONNX model runs in onnxruntime and has no layers to show: "
+            "look inside its run folder or .safetensors file instead"
+        )
     if isinstance(model, Ensemble):
-        raise NoLayersError(f"an ensemble of {len(model.members)} networks has no one set of layers to show: "
-                            "look inside one of its members instead")  # fmt: skip
+        raise NoLayersError(
+            f"an ensemble of {len(model.members)} networks has no one set of layers to show: "
+            "look inside one of its members instead"
+        )
     if not isinstance(model, Classifier) or not isinstance(model.body, nn.Sequential):
         raise NoLayersError(f"a {type(model).__name__} has no sequential body of layers to show")
     steps: list[Step] = []
@@ -180,10 +184,19 @@ def look_inside(model, image, target: int | None = None, config: InsideConfig | 
         activations = outputs[index]
         shape = tuple(activations.shape)
         channels, tiles, low, high = tiles_of(activations, config.tiles_per_layer)
-        layers.append(LayerView(step.name, step.kind, label(step, shape), step.parts, shape, channels, tiles, low,
-                                high))  # fmt: skip
+        layers.append(
+            LayerView(step.name, step.kind, label(step, shape), step.parts, shape, channels, tiles, low, high)
+        )
     target = int(logits.argmax()) if target is None else int(target)
     saliency = integrated_gradients(model, pixels[0, 0], target=target, steps=config.saliency_steps)
     probabilities = softmax(logits, model.config.temperature).astype(np.float32)
-    return InsideView(model.config.arch, pixels[0, 0].numpy(), layers, list(model.config.class_names), logits,
-                      probabilities, target, saliency)  # fmt: skip
+    return InsideView(
+        model.config.arch,
+        pixels[0, 0].numpy(),
+        layers,
+        list(model.config.class_names),
+        logits,
+        probabilities,
+        target,
+        saliency,
+    )

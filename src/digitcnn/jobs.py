@@ -40,9 +40,11 @@ def load_labelled(data: DataConfig | None = None) -> LabelledSplit:
     if data.path is not None and is_image_folder(data.path):
         samples = read_samples(data.path, report=skipped)
         kept, held = split_per_class(samples.labels, data.test_split, data.split_seed)
-        print(f"{data.path}: {len(samples.labels)} images in {len(samples.class_names)} classes; {len(held)} of them "
-              f"({data.test_split:.0%} of each class, seed {data.split_seed}) held out as the test set",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"{data.path}: {len(samples.labels)} images in {len(samples.class_names)} classes; {len(held)} of them "
+            f"({data.test_split:.0%} of each class, seed {data.split_seed}) held out as the test set",
+            file=sys.stderr,
+        )
         train, test = (samples.images[kept], samples.labels[kept]), (samples.images[held], samples.labels[held])
         names = samples.class_names
     else:
@@ -102,8 +104,16 @@ def train_run(
             rejection = {"not_a_digit_threshold": REJECT.threshold_floor}
         # The initial weights come from the run's seed too, so the same command gives the same model.
         torch.manual_seed(train_config.seed)
-        model = build_model(arch, activation, num_classes=len(names), class_names=names, dataset=data.dataset,
-                            input_mean=mean, input_std=std, **rejection)  # fmt: skip
+        model = build_model(
+            arch,
+            activation,
+            num_classes=len(names),
+            class_names=names,
+            dataset=data.dataset,
+            input_mean=mean,
+            input_std=std,
+            **rejection,
+        )
     # Not a digit: generated non-digits made from the training part only join training; the threshold is chosen
     # on the validation split (its digits and held-in non-digits) once the weights are final.
     split_at = len(x_train) - int(len(x_train) * data.validation_split)

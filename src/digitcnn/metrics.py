@@ -109,10 +109,15 @@ def per_class_metrics(confusion) -> ClassificationReport:
     f1 = _ratio(2 * true_positives, predicted_totals + support)
     total = matrix.sum()
     return ClassificationReport(
-        precision=precision, recall=recall, f1=f1, support=support,
-        macro_precision=float(precision.mean()), macro_recall=float(recall.mean()), macro_f1=float(f1.mean()),
+        precision=precision,
+        recall=recall,
+        f1=f1,
+        support=support,
+        macro_precision=float(precision.mean()),
+        macro_recall=float(recall.mean()),
+        macro_f1=float(f1.mean()),
         accuracy=float(true_positives.sum() / total) if total > 0 else 0.0,
-    )  # fmt: skip
+    )
 
 
 def softmax(logits, temperature: float = 1.0) -> np.ndarray:
@@ -141,8 +146,9 @@ def negative_log_likelihood(scores, y_true, *, from_logits: bool = False) -> flo
     if from_logits:
         return float(-_log_softmax(values)[rows, truth].mean())
     if np.any(values < 0) or not np.allclose(values.sum(axis=1), 1.0, atol=1e-4):
-        raise ValueError("scores are not probabilities (rows must be non-negative and sum to 1); "
-                         "pass from_logits=True for logits")  # fmt: skip
+        raise ValueError(
+            "scores are not probabilities (rows must be non-negative and sum to 1); pass from_logits=True for logits"
+        )
     return float(-np.log(np.maximum(values[rows, truth], PROBABILITY_FLOOR)).mean())
 
 

@@ -143,16 +143,20 @@ def seed_network(config: ModelConfig) -> nn.Module:
     """The tutorial's network, layer for layer: 2,076,554 parameters. With "leaky_relu" the convolutions are
     linear and each is followed by a LeakyReLU, as in the tutorial's variant."""
     return nn.Sequential(
-        nn.Conv2d(1, 32, 3), activation_layer(config),  # 26x26
-        nn.Conv2d(32, 64, 3), activation_layer(config),  # 24x24
-        nn.Conv2d(64, 128, 3), activation_layer(config),  # 22x22: most of the network's 97 MFLOP per image
+        nn.Conv2d(1, 32, 3),
+        activation_layer(config),  # 26x26
+        nn.Conv2d(32, 64, 3),
+        activation_layer(config),  # 24x24
+        nn.Conv2d(64, 128, 3),
+        activation_layer(config),  # 22x22: most of the network's 97 MFLOP per image
         ByteDropout(0.25),
         nn.MaxPool2d(2),  # 11x11
         nn.Flatten(),
-        nn.Linear(128 * 11 * 11, 128), activation_layer(config),
+        nn.Linear(128 * 11 * 11, 128),
+        activation_layer(config),
         ByteDropout(0.5),
         nn.Linear(128, config.num_classes),
-    )  # fmt: skip
+    )
 
 
 def conv_block(in_channels: int, out_channels: int, config: ModelConfig, padding: int = 1) -> list[nn.Module]:
@@ -207,16 +211,19 @@ def deep_network(config: ModelConfig) -> nn.Module:
     average over the last 7x7 instead of `best`'s flattened 3x3: 29 MFLOP per image. Built as an ensemble member
     unlike `best` (benchmarks/README.md has how it did)."""
     return nn.Sequential(
-        *conv_block(1, 32, config), *conv_block(32, 32, config),  # 28x28
+        *conv_block(1, 32, config),
+        *conv_block(32, 32, config),  # 28x28
         nn.MaxPool2d(2),  # 14x14
-        *conv_block(32, 64, config), *conv_block(64, 64, config),
+        *conv_block(32, 64, config),
+        *conv_block(64, 64, config),
         nn.MaxPool2d(2),  # 7x7
-        *conv_block(64, 128, config), *conv_block(128, 128, config),
+        *conv_block(64, 128, config),
+        *conv_block(128, 128, config),
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),
         ByteDropout(0.25),
         nn.Linear(128, config.num_classes),
-    )  # fmt: skip
+    )
 
 
 @register("unpooled")

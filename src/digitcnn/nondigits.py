@@ -32,8 +32,17 @@ TEXTURE_SIDE = 64  # paper is read by the whole `preprocess`, 4x cheaper on 64x6
 FONT_SIZE = 80  # points; a glyph's ink is then 40-100 px on the canvas
 
 # Share of each family in a pool, chosen on the validation split (benchmarks/not_a_digit.py reads each).
-FAMILY_WEIGHTS = {"scribble": 0.14, "dash": 0.05, "shape": 0.10, "outline": 0.08, "letter": 0.22, "cut digit": 0.14,
-                  "digits side by side": 0.17, "blob": 0.06, "texture": 0.04}  # fmt: skip
+FAMILY_WEIGHTS = {
+    "scribble": 0.14,
+    "dash": 0.05,
+    "shape": 0.10,
+    "outline": 0.08,
+    "letter": 0.22,
+    "cut digit": 0.14,
+    "digits side by side": 0.17,
+    "blob": 0.06,
+    "texture": 0.04,
+}
 
 
 def framed(ink: np.ndarray) -> np.ndarray | None:
@@ -128,10 +137,12 @@ def shape(rng, digits, labels) -> np.ndarray:
     else:  # a grid of two or three lines each way
         count, spread = int(rng.integers(2, 4)), rng.uniform(40, 90)
         for offset in np.linspace(-spread / 2, spread / 2, count):
-            draw.line([(centre[0] + offset, 15), (centre[0] + offset + rng.normal(0, 6), CANVAS - 15)], fill=255,
-                      width=width)  # fmt: skip
-            draw.line([(15, centre[1] + offset), (CANVAS - 15, centre[1] + offset + rng.normal(0, 6))], fill=255,
-                      width=width)  # fmt: skip
+            draw.line(
+                [(centre[0] + offset, 15), (centre[0] + offset + rng.normal(0, 6), CANVAS - 15)], fill=255, width=width
+            )
+            draw.line(
+                [(15, centre[1] + offset), (CANVAS - 15, centre[1] + offset + rng.normal(0, 6))], fill=255, width=width
+            )
     return as_ink(image)
 
 
@@ -147,8 +158,9 @@ def outline(rng, digits, labels) -> np.ndarray:
         bumps = 1 + rng.uniform(0.15, 0.35) * np.cos(lobes * angles + rng.uniform(0, 2 * np.pi))
         bumps = bumps + rng.uniform(0, 0.1) * np.cos((lobes + 1) * angles + rng.uniform(0, 2 * np.pi))
         stretch = rng.uniform(0.8, 1.25)
-        points = np.stack([centre[0] + radius * bumps * np.cos(angles) * stretch,
-                           centre[1] + radius * bumps * np.sin(angles)], 1)  # fmt: skip
+        points = np.stack(
+            [centre[0] + radius * bumps * np.cos(angles) * stretch, centre[1] + radius * bumps * np.sin(angles)], 1
+        )
         draw.line([tuple(point) for point in points], fill=255, width=width, joint="curve")
         return as_ink(image)
     stretch = rng.uniform(0.85, 1.2)
@@ -178,8 +190,12 @@ def glyph(character: str, font_path: str, rng: np.random.Generator | None = None
     draw.text((CANVAS / 2, CANVAS / 2), character, fill=255, font=_fonts[font_path], anchor="mm")
     if rng is not None:
         shear = rng.uniform(-0.25, 0.25)
-        image = image.transform(image.size, Image.Transform.AFFINE, (1, shear, -shear * CANVAS / 2, 0, 1, 0),
-                                resample=Image.Resampling.BILINEAR)  # fmt: skip
+        image = image.transform(
+            image.size,
+            Image.Transform.AFFINE,
+            (1, shear, -shear * CANVAS / 2, 0, 1, 0),
+            resample=Image.Resampling.BILINEAR,
+        )
         image = image.rotate(rng.uniform(-15, 15), resample=Image.Resampling.BILINEAR)
     return as_ink(image)
 
@@ -282,8 +298,17 @@ def is_bar(ink: np.ndarray) -> bool:
     return len(rows) > 0 and len(rows) > 2 * len(columns)
 
 
-FAMILIES = {"scribble": scribble, "dash": dash, "shape": shape, "outline": outline, "letter": letter,
-            "cut digit": cut_digit, "digits side by side": side_by_side, "blob": blob, "texture": texture}  # fmt: skip
+FAMILIES = {
+    "scribble": scribble,
+    "dash": dash,
+    "shape": shape,
+    "outline": outline,
+    "letter": letter,
+    "cut digit": cut_digit,
+    "digits side by side": side_by_side,
+    "blob": blob,
+    "texture": texture,
+}
 
 
 def draw_family(family: str, rng, digits, labels, attempts: int = 20) -> np.ndarray:

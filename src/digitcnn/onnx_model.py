@@ -61,9 +61,15 @@ class OnnxModel:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads or os.cpu_count() or 1
         options.inter_op_num_threads = 1  # the graph is one chain of layers: nothing runs beside anything
-        load_errors = (runtime_errors.Fail, runtime_errors.InvalidProtobuf, runtime_errors.InvalidGraph,
-                       runtime_errors.InvalidArgument, runtime_errors.NoSuchFile, runtime_errors.NotImplemented,
-                       runtime_errors.RuntimeException)  # fmt: skip
+        load_errors = (
+            runtime_errors.Fail,
+            runtime_errors.InvalidProtobuf,
+            runtime_errors.InvalidGraph,
+            runtime_errors.InvalidArgument,
+            runtime_errors.NoSuchFile,
+            runtime_errors.NotImplemented,
+            runtime_errors.RuntimeException,
+        )
         try:
             self.session = onnxruntime.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         except load_errors as error:
@@ -96,8 +102,10 @@ class OnnxModel:
 def read_config(session, path: Path) -> ModelConfig:
     metadata = session.get_modelmeta().custom_metadata_map
     if METADATA_KEY not in metadata:
-        raise ModelError(f"{path} was not exported by digitcnn (no {METADATA_KEY} metadata); "
-                         "export a run with `digitcnn export --model RUN_DIR --out FILE.onnx`")  # fmt: skip
+        raise ModelError(
+            f"{path} was not exported by digitcnn (no {METADATA_KEY} metadata); "
+            "export a run with `digitcnn export --model RUN_DIR --out FILE.onnx`"
+        )
     try:
         return model_config_from_dict(json.loads(metadata[METADATA_KEY]))
     except (json.JSONDecodeError, TypeError) as error:

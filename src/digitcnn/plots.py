@@ -113,8 +113,15 @@ def plot_confusion_matrix(confusion, class_names: Sequence[str] | None, path) ->
     font_size = 10 if size <= 12 else 7 if size <= 25 else 0
     for (row, column), count in np.ndenumerate(matrix) if font_size else ():
         dark = count > 0 and norm(shares[row, column]) > 0.55
-        axes.text(column, row, str(count), ha="center", va="center", fontsize=font_size,
-                  color="white" if dark else ("black" if count else "#bbbbbb"))  # fmt: skip
+        axes.text(
+            column,
+            row,
+            str(count),
+            ha="center",
+            va="center",
+            fontsize=font_size,
+            color="white" if dark else ("black" if count else "#bbbbbb"),
+        )
     axes.set_xticks(range(size), names)
     axes.set_yticks(range(size), names)
     axes.tick_params(labelsize=11)
@@ -184,9 +191,15 @@ def _reliability_panel(top, bottom, bins: ReliabilityBins, ece: float, title: st
     accuracy, confidence = np.where(filled, bins.accuracy, 0.0), np.where(filled, bins.confidence, 0.0)
     top.bar(centers, accuracy, width=widths, color="#1f77b4", edgecolor="white", label=f"accuracy (ECE {ece:.2%})")
     top.bar(
-        centers[filled], np.abs(accuracy - confidence)[filled], bottom=np.minimum(accuracy, confidence)[filled],
-        width=widths[filled], facecolor="none", edgecolor=WRONG_COLOR, hatch="///", label="gap to confidence",
-    )  # fmt: skip
+        centers[filled],
+        np.abs(accuracy - confidence)[filled],
+        bottom=np.minimum(accuracy, confidence)[filled],
+        width=widths[filled],
+        facecolor="none",
+        edgecolor=WRONG_COLOR,
+        hatch="///",
+        label="gap to confidence",
+    )
     top.plot([0, 1], [0, 1], linestyle="--", color="gray", label="perfectly calibrated")
     top.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy", title=title)
     top.legend(loc="upper left", fontsize=9)
@@ -195,8 +208,14 @@ def _reliability_panel(top, bottom, bins: ReliabilityBins, ece: float, title: st
     bottom.set_xlabel("confidence (top-label probability)")
 
 
-def plot_reliability(bins_before: ReliabilityBins, bins_after: ReliabilityBins, ece_before: float,
-                     ece_after: float, path, temperature: float | None = None) -> Path:  # fmt: skip
+def plot_reliability(
+    bins_before: ReliabilityBins,
+    bins_after: ReliabilityBins,
+    ece_before: float,
+    ece_after: float,
+    path,
+    temperature: float | None = None,
+) -> Path:
     """Reliability diagrams before and after temperature scaling, side by side, with bin counts beneath
     (a digit model puts most examples in the last bin, which the bars alone would hide)."""
     figure = Figure(figsize=(11, 5.5), layout="constrained")
@@ -256,9 +275,15 @@ def _displayable(original) -> tuple[np.ndarray, str]:
     return array[::step, ::step], f"{array.shape[1]}×{array.shape[0]}"
 
 
-def plot_preprocessed(originals: Sequence, inputs: Sequence, labels: Sequence, confidences: Sequence, path,
-                      messages: Sequence[str | None] | None = None,
-                      names: Sequence[str] | None = None) -> Path:  # fmt: skip
+def plot_preprocessed(
+    originals: Sequence,
+    inputs: Sequence,
+    labels: Sequence,
+    confidences: Sequence,
+    path,
+    messages: Sequence[str | None] | None = None,
+    names: Sequence[str] | None = None,
+) -> Path:
     """For `predict --show`: each original image (PIL or array, any size) beside the 28×28 input the model
     saw and its prediction. A label of None (no digit found, unreadable file) shows messages[i] instead, and
     that entry's input or original may be None too. `names` (file names) replace the "original W×H" titles."""

@@ -2,30 +2,18 @@
 
 MNIST's digits were size-normalized to fit a 20x20 box (aspect ratio kept, anti-aliased), then placed in
 28x28 with their centre of mass at the centre; ink is bright on a zero background. A photo, a scan or a canvas
-drawing looks nothing like that until it is made to: `load_image` reads the file safely, `preprocess` does the
-rest. The CLI, the Python API, the server and the tests all use these two functions.
+drawing looks nothing like that until it is made to: `images.load_image` reads the file safely, `preprocess`
+does the rest. The CLI, the Python API, the server and the tests all use these two functions.
 """
 
-import io
-import os
-import warnings
 from statistics import NormalDist
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
-from .errors import ImageError, ImageTooLargeError, NoDigitError, UnsupportedImageError
+from .errors import ImageError, NoDigitError
+from .images import normalize_mode
 from .pixels import SIDE
-
-# A 40-megapixel image is a large phone photo; decoded it takes up to 160 MB. Anything bigger is refused from
-# its header, before a single pixel is decoded, so a decompression bomb costs nothing.
-MAX_PIXELS = 40_000_000
-# Encoded images larger than this are refused before they are parsed (a 40 MP JPEG is ~15 MB).
-MAX_BYTES = 25 * 1024 * 1024
-SUPPORTED_FORMATS = {"PNG", "JPEG", "MPO", "BMP", "GIF", "WEBP", "TIFF"}
-# First bytes of the supported formats: a file that starts like one but will not open is broken, not foreign.
-SIGNATURES = {"PNG": b"\x89PNG", "JPEG": b"\xff\xd8", "GIF": b"GIF8", "BMP": b"BM", "WEBP": b"RIFF",
-              "TIFF": b"II*\x00", "big-endian TIFF": b"MM\x00*"}  # fmt: skip
 
 BOX = 20  # MNIST's digits fill a 20x20 box: the longer side of the ink is 20 px for 9,997 of 10,000 test digits
 CENTRE = 14.0  # where MNIST's centre of mass sits, in pixel-index coordinates (measured: 14.0 +- 0.3)
@@ -46,75 +34,6 @@ MIN_CONTRAST = 0.12  # ink must stand this far (of full scale) above the local p
 MIN_INK_FRACTION = 0.001  # the digit's ink covers at least this much of the analysis image (noise specks do not)
 SPECK_FRACTION = 0.05  # components under 5% of the main one's area are specks, unless they touch it
 BORDER_PENALTY = 0.25  # ink touching the frame's edge is more often a shadow or the table than the digit
-
-
-def load_image(source, max_side: int | None = None) -> Image.Image:
-    """A path, bytes or binary file -> a decoded PIL image ("L", "RGB" or "RGBA"), EXIF orientation applied.
-    With max_side, a JPEG larger than that is decoded at 1/2, 1/4 or 1/8 scale (in the DCT, several times
-    faster than in full), still at least max_side on its longer side; `info["full_size"]` keeps its size.
-
-    Raises ImageTooLargeError over the byte or pixel cap (checked before decoding), UnsupportedImageError for
-    data that is not an image or is one of a format we do not read, ImageError otherwise."""
-    if isinstance(source, str | os.PathLike):
-        try:
-            size = os.path.getsize(source)
-        except OSError:
-            raise ImageError("no such file") from None
-        if size > MAX_BYTES:
-            raise ImageTooLargeError(f"file of {size:,} bytes is over the {MAX_BYTES:,}-byte cap")
-        with open(source, "rb") as handle:
-            data = handle.read()
-    elif isinstance(source, bytes | bytearray | memoryview):
-        data = bytes(source)
-    else:
-        data = source.read(MAX_BYTES + 1)
-    if not data:
-        raise ImageError("empty file (0 bytes)")
-    if len(data) > MAX_BYTES:
-        raise ImageTooLargeError(f"image of over {MAX_BYTES:,} bytes is over the cap")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > MAX_PIXELS:
-                raise ImageTooLargeError(f"{width}x{height} pixels is over the {MAX_PIXELS:,}-pixel cap")
-            if image.format not in SUPPORTED_FORMATS:
-                raise UnsupportedImageError(f"unsupported image format {image.format}")
-            image.seek(0)  # an animated GIF or multi-page TIFF: the first frame
-            if max_side and image.format in ("JPEG", "MPO") and max(width, height) > max_side:
-                shrink = max_side / max(width, height)
-                image.draft(image.mode, (int(np.ceil(width * shrink)), int(np.ceil(height * shrink))))
-            image.load()
-            drafted = image.size != (width, height)
-            image = ImageOps.exif_transpose(image)
-            if drafted:  # the full size, turned as EXIF turned the decoded one
-                same_way = (image.size[0] >= image.size[1]) == (width >= height)
-                image.info["full_size"] = (width, height) if same_way else (height, width)
-        except UnidentifiedImageError:
-            kind = next((name for name, magic in SIGNATURES.items() if data.startswith(magic)), None)
-            if kind:
-                raise ImageError(f"truncated or corrupt {kind} image") from None
-            raise UnsupportedImageError("not an image, or a format that cannot be read") from None
-        except SyntaxError as problem:  # PIL's word for a broken header
-            raise ImageError(f"truncated or corrupt image ({problem})") from None
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise ImageTooLargeError(f"image is over the {MAX_PIXELS:,}-pixel cap") from None
-        except (OSError, ValueError, EOFError) as problem:
-            raise ImageError(f"truncated or corrupt image ({str(problem).splitlines()[0]})") from None
-    return normalize_mode(image)
-
-
-def normalize_mode(image: Image.Image) -> Image.Image:
-    has_alpha = image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info
-    if has_alpha:
-        return image.convert("RGBA")
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit scans: keep the range, not just 0-255
-        values = np.asarray(image, dtype=np.float64)
-        low, high = values.min(), values.max()
-        scaled = (values - low) / (high - low) * 255 if high > low else np.zeros_like(values)
-        return Image.fromarray(scaled.astype(np.uint8), "L")
-    return image.convert("L" if image.mode in ("1", "L", "P") else "RGB")
 
 
 def preprocess(image) -> np.ndarray:
@@ -200,8 +119,9 @@ def paper_level(grey: np.ndarray) -> tuple[np.ndarray, float]:
     rows = ((np.arange(height, dtype=np.float32) + 0.5) / height - 0.5)[:, None]
     columns = ((np.arange(width, dtype=np.float32) + 0.5) / width - 0.5)[None, :]
     terms = surface_terms(rows, columns, blocks)  # broadcast to (height, width) term by term, never stacked
-    level = np.broadcast_to(sum(np.float32(c) * term for c, term in zip(coefficients, terms, strict=True)),
-                            (height, width))  # fmt: skip
+    level = np.broadcast_to(
+        sum(np.float32(c) * term for c, term in zip(coefficients, terms, strict=True)), (height, width)
+    )
     # The grain, from the paper blocks' pixels less the fitted surface (so the lighting is not counted as noise),
     # as the gap between two low percentiles measured in standard deviations of normal noise.
     low_value, quartile = np.percentile(block_pixels(grey - level, blocks)[paper], (PAPER_PERCENTILE, 25))
@@ -244,8 +164,15 @@ def locate_digit(ink: np.ndarray) -> tuple[slice, slice]:
     labels, count = connected_components(mask)
     areas = np.bincount(labels.ravel(), minlength=count + 1)[1:]
     boxes = [np.argwhere(labels == index + 1) for index in range(count)]
-    edge = [bool((b[:, 0].min() == 0) | (b[:, 1].min() == 0) | (b[:, 0].max() == mask.shape[0] - 1)
-                 | (b[:, 1].max() == mask.shape[1] - 1)) for b in boxes]  # fmt: skip
+    edge = [
+        bool(
+            (b[:, 0].min() == 0)
+            | (b[:, 1].min() == 0)
+            | (b[:, 0].max() == mask.shape[0] - 1)
+            | (b[:, 1].max() == mask.shape[1] - 1)
+        )
+        for b in boxes
+    ]
     scores = areas * np.where(edge, BORDER_PENALTY, 1.0)
     main = int(np.argmax(scores))
     top, left = boxes[main].min(axis=0)
@@ -260,8 +187,12 @@ def locate_digit(ink: np.ndarray) -> tuple[slice, slice]:
             if index in merged or areas[index] < SPECK_FRACTION * areas[main]:
                 continue
             (near_top, near_left), (near_bottom, near_right) = points.min(axis=0), points.max(axis=0)
-            if near_top <= bottom + reach and near_bottom >= top - reach and near_left <= right + reach \
-                    and near_right >= left - reach:  # fmt: skip
+            if (
+                near_top <= bottom + reach
+                and near_bottom >= top - reach
+                and near_left <= right + reach
+                and near_right >= left - reach
+            ):
                 top, left = min(top, near_top), min(left, near_left)
                 bottom, right = max(bottom, near_bottom), max(right, near_right)
                 merged.add(index)
@@ -371,8 +302,12 @@ def morphology(image: np.ndarray, steps: int) -> np.ndarray:
     combine = np.maximum if steps > 0 else np.minimum
     for step in range(abs(steps)):
         padded = np.pad(image, 1, mode="edge")
-        shifted = [padded[1 + dr : padded.shape[0] - 1 + dr, 1 + dc : padded.shape[1] - 1 + dc]
-                   for dr in (-1, 0, 1) for dc in (-1, 0, 1) if step % 2 == 0 or dr == 0 or dc == 0]  # fmt: skip
+        shifted = [
+            padded[1 + dr : padded.shape[0] - 1 + dr, 1 + dc : padded.shape[1] - 1 + dc]
+            for dr in (-1, 0, 1)
+            for dc in (-1, 0, 1)
+            if step % 2 == 0 or dr == 0 or dc == 0
+        ]
         image = combine.reduce(shifted)
     return image
 

@@ -12,9 +12,10 @@ import numpy as np
 from PIL import Image
 
 from .errors import ImageError, NoDigitError, TooManyDigitsError
+from .images import load_image, normalize_mode
 from .inference import load_model, predict_logits
 from .metrics import softmax
-from .preprocess import load_image, normalize_mode, preprocess
+from .preprocess import preprocess
 from .rejection import NOT_A_DIGIT, digit_probabilities, rejects
 from .search import DIGITS, best_digits
 from .segment import DEFAULTS, Layout, SegmentConfig, cut_unsure, lay_out
@@ -45,13 +46,25 @@ class Reading:
     layout: Layout | None = dataclasses.field(default=None, repr=False)  # the candidates, until they are scored
 
     def as_dict(self) -> dict:
-        fields = ("file", "text", "digits", "label", "class_name", "confidence", "probabilities", "top3", "unsure",
-                  "error", "not_a_digit")  # fmt: skip
+        fields = (
+            "file",
+            "text",
+            "digits",
+            "label",
+            "class_name",
+            "confidence",
+            "probabilities",
+            "top3",
+            "unsure",
+            "error",
+            "not_a_digit",
+        )
         return {name: getattr(self, name) for name in fields}
 
 
-def read_images(model, sources: list, names: list[str] | None = None, keep_originals: bool = False,
-                config: SegmentConfig = DEFAULTS) -> list[Reading]:  # fmt: skip
+def read_images(
+    model, sources: list, names: list[str] | None = None, keep_originals: bool = False, config: SegmentConfig = DEFAULTS
+) -> list[Reading]:
     """One Reading per source (a path, bytes, a file object, a PIL image or an array), in order, with every
     digit it holds. A source that fails gets its `error` and the others go on. A model whose classes are not
     the ten digits reads each image as one item, as it was trained to."""
@@ -124,8 +137,10 @@ def take_digits(reading: Reading, logits: np.ndarray, model, config: SegmentConf
         return
     reading.digits = [digit_entry(probabilities[index], layout.boxes[index], threshold) for index in chosen]
     numbers = iter(reading.digits)
-    lines_read = ("".join(str(digit["label"]) for digit in (next(numbers) for _ in line) if digit["label"] is not None)
-                  for line in lines)  # fmt: skip
+    lines_read = (
+        "".join(str(digit["label"]) for digit in (next(numbers) for _ in line) if digit["label"] is not None)
+        for line in lines
+    )
     reading.text = "\n".join(line for line in lines_read if line)
     reading.input = np.hstack([layout.inputs[index] for index in chosen])
     if len(chosen) == 1:

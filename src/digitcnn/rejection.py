@@ -73,8 +73,9 @@ def with_validation_nondigits(x_validation, y_validation, num_classes: int, reje
     from .nondigits import cached_pool
 
     # The seed is offset so these never repeat the training pool's drawings at seed 0.
-    negatives = cached_pool(reject.validation_nondigits, x_validation, y_validation, 1_000_000 + reject.seed,
-                            cache_folder())  # fmt: skip
+    negatives = cached_pool(
+        reject.validation_nondigits, x_validation, y_validation, 1_000_000 + reject.seed, cache_folder()
+    )
     images = np.concatenate([np.asarray(x_validation), negatives])
     labels = np.concatenate([np.asarray(y_validation, dtype=np.int64), np.full(len(negatives), num_classes - 1)])
     return images, labels

@@ -72,11 +72,13 @@ def build_report(model, test, validation, out, history_rows=None) -> dict:
         calibration |= {
             "validation_examples": len(validation_labels),
             "temperature": temperature,
-            "validation_ece_before": expected_calibration_error(softmax(validation_logits), validation_labels,
-                                                                CALIBRATION_BINS),
-            "validation_ece_after": expected_calibration_error(softmax(validation_logits, temperature),
-                                                               validation_labels, CALIBRATION_BINS),
-        }  # fmt: skip
+            "validation_ece_before": expected_calibration_error(
+                softmax(validation_logits), validation_labels, CALIBRATION_BINS
+            ),
+            "validation_ece_after": expected_calibration_error(
+                softmax(validation_logits, temperature), validation_labels, CALIBRATION_BINS
+            ),
+        }
         if rejects(model.config):  # the threshold follows the temperature
             calibration |= threshold_facts(validation_logits, validation_labels, temperature)
     test_after = softmax(logits, temperature or 1.0)
@@ -86,13 +88,22 @@ def build_report(model, test, validation, out, history_rows=None) -> dict:
     plots.plot_confusion_matrix(confusion, names, out / figures["confusion_matrix"])
     wrong = most_confident_mistakes(test_after, labels, MISTAKES_SHOWN)
     images = np.asarray(x_test).reshape(len(labels), *IMAGE_SHAPE)
-    plots.plot_mistakes(images[wrong], labels[wrong], test_after[wrong].argmax(axis=1), test_after[wrong].max(axis=1),
-                        names, out / figures["mistakes"])  # fmt: skip
+    plots.plot_mistakes(
+        images[wrong],
+        labels[wrong],
+        test_after[wrong].argmax(axis=1),
+        test_after[wrong].max(axis=1),
+        names,
+        out / figures["mistakes"],
+    )
     plots.plot_reliability(
-        reliability_bins(test_before, labels, CALIBRATION_BINS), reliability_bins(test_after, labels, CALIBRATION_BINS),
-        calibration["test_ece_before"], calibration["test_ece_after"], out / figures["reliability"],
+        reliability_bins(test_before, labels, CALIBRATION_BINS),
+        reliability_bins(test_after, labels, CALIBRATION_BINS),
+        calibration["test_ece_before"],
+        calibration["test_ece_after"],
+        out / figures["reliability"],
         temperature=temperature,
-    )  # fmt: skip
+    )
     if history_rows:
         plots.plot_history(history_rows, out / figures["history"])
     else:
@@ -109,10 +120,14 @@ def build_report(model, test, validation, out, history_rows=None) -> dict:
         "confusion_matrix": confusion.tolist(),
         "calibration": calibration,
         "most_confident_mistakes": [
-            {"index": int(index), "actual": int(labels[index]), "predicted": int(test_after[index].argmax()),
-             "confidence": float(test_after[index].max())}
+            {
+                "index": int(index),
+                "actual": int(labels[index]),
+                "predicted": int(test_after[index].argmax()),
+                "confidence": float(test_after[index].max()),
+            }
             for index in wrong
-        ],  # fmt: skip
+        ],
         "history": history_rows or [],
         "figures": figures,
     }
@@ -124,11 +139,25 @@ def build_report(model, test, validation, out, history_rows=None) -> dict:
 
 def per_class_rows(metrics: dict) -> list[list[str]]:
     scores = metrics["per_class"]
-    rows = [[name, f"{scores['precision'][index]:.4f}", f"{scores['recall'][index]:.4f}",
-             f"{scores['f1'][index]:.4f}", str(scores["support"][index])]
-            for index, name in enumerate(metrics["class_names"])]  # fmt: skip
-    rows.append(["macro mean", f"{scores['macro_precision']:.4f}", f"{scores['macro_recall']:.4f}",
-                 f"{scores['macro_f1']:.4f}", str(sum(scores["support"]))])  # fmt: skip
+    rows = [
+        [
+            name,
+            f"{scores['precision'][index]:.4f}",
+            f"{scores['recall'][index]:.4f}",
+            f"{scores['f1'][index]:.4f}",
+            str(scores["support"][index]),
+        ]
+        for index, name in enumerate(metrics["class_names"])
+    ]
+    rows.append(
+        [
+            "macro mean",
+            f"{scores['macro_precision']:.4f}",
+            f"{scores['macro_recall']:.4f}",
+            f"{scores['macro_f1']:.4f}",
+            str(sum(scores["support"])),
+        ]
+    )
     return rows
 
 
@@ -206,9 +235,11 @@ def self_contained_html(metrics: dict, folder: Path) -> str:
     confusion_rows = [[name, *row] for name, row in zip(names, metrics["confusion_matrix"], strict=True)]
     title = html.escape(f"Evaluation: {metrics['model']} on {metrics['dataset']}")
     summary = "".join(f"<li>{html.escape(line)}</li>" for line in summary_lines(metrics))
-    style = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
-             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.25em .6em;"
-             "text-align:right}img{max-width:100%}")  # fmt: skip
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.25em .6em;"
+        "text-align:right}img{max-width:100%}"
+    )
     return (
         f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{title}</title>"
         f"<style>{style}</style></head><body><h1>{title}</h1><ul>{summary}</ul>"
@@ -236,8 +267,10 @@ def store_temperature(model, source, temperature: float, not_a_digit_threshold: 
     if path.suffix == ".safetensors":
         save_model_file(model, path, model_results(path))
         return str(path)
-    raise ModelError(f"{path}: the temperature can be stored in a run folder or .safetensors file only; "
-                     "calibrate the run, then export it again")  # fmt: skip
+    raise ModelError(
+        f"{path}: the temperature can be stored in a run folder or .safetensors file only; "
+        "calibrate the run, then export it again"
+    )
 
 
 def history_of(source) -> list[dict]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .errors import DigitcnnError, ImageError
 from .files import atomic_write
-from .preprocess import load_image
+from .images import load_image
 
 MAX_SAMPLES = 2000  # files the folder may hold: 200 per digit is far more than a fine-tune needs
 MAX_SAMPLE_BYTES = 512 * 1024  # one sample; the page's 280x280 canvas PNG is 5-20 kB
@@ -54,8 +54,10 @@ class SampleStore:
             raise SampleRefusedError(f"not a readable PNG: {error}") from None
         with self.lock:
             if self.count + 1 > self.max_samples or self.bytes + len(data) > self.max_bytes:
-                raise SamplesFullError(f"the samples folder is full ({self.count:,} files, {self.bytes:,} bytes; caps "
-                                       f"{self.max_samples:,} and {self.max_bytes:,})")  # fmt: skip
+                raise SamplesFullError(
+                    f"the samples folder is full ({self.count:,} files, {self.bytes:,} bytes; caps "
+                    f"{self.max_samples:,} and {self.max_bytes:,})"
+                )
             name = f"{uuid.uuid4().hex}.png"
             atomic_write(target / name, data)
             self.count, self.bytes = self.count + 1, self.bytes + len(data)

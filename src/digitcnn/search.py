@@ -28,8 +28,9 @@ def digit_scores(logits: np.ndarray, config: SegmentConfig, not_a_digit: np.ndar
     return log_one_digit + config.digit_bonus
 
 
-def best_digits(layout: Layout, logits: np.ndarray, config: SegmentConfig = DEFAULTS,
-                not_a_digit: np.ndarray | None = None) -> list[list[int]]:  # fmt: skip
+def best_digits(
+    layout: Layout, logits: np.ndarray, config: SegmentConfig = DEFAULTS, not_a_digit: np.ndarray | None = None
+) -> list[list[int]]:
     """For each line that holds a digit, top to bottom: the indices (into layout.inputs and `logits`) of its
     digits, left to right."""
     scores = digit_scores(logits, config, not_a_digit)
@@ -46,8 +47,9 @@ def best_digits(layout: Layout, logits: np.ndarray, config: SegmentConfig = DEFA
     return found
 
 
-def line_digits(layout: Layout, line: int, starting: dict, scores: np.ndarray, config: SegmentConfig,
-                leave_out_digits: bool) -> list[int] | None:  # fmt: skip
+def line_digits(
+    layout: Layout, line: int, starting: dict, scores: np.ndarray, config: SegmentConfig, leave_out_digits: bool
+) -> list[int] | None:
     """The best path through one line's pieces, as its digits' input indices; None when no path reaches the
     line's end. A piece too short to be a digit may be left out (a stray mark); a digit-sized one only when
     leave_out_digits allows it."""

@@ -140,8 +140,11 @@ def lay_out(image, config: SegmentConfig = DEFAULTS) -> Layout:
     layout = Layout(ink=ink, labels=labels, component_boxes=boxes, scale=scale)
     for members in lines:
         line_height = stack_height(boxes[members], config)
-        pieces = [whole_piece(boxes[index], index + 1) for index in members
-                  if max(heights[index], widths[index]) >= config.speck_size * line_height]  # fmt: skip
+        pieces = [
+            whole_piece(boxes[index], index + 1)
+            for index in members
+            if max(heights[index], widths[index]) >= config.speck_size * line_height
+        ]
         layout.lines.append(sorted(pieces, key=lambda piece: piece.left + piece.right))
         layout.line_heights.append(line_height)
     add_candidates(layout, config)
@@ -170,12 +173,18 @@ def cut_unsure(layout: Layout, logits: np.ndarray, config: SegmentConfig) -> boo
         alone = sum(piece.bottom - piece.top >= config.min_height * line_height for piece in pieces) == 1
         for position, piece in enumerate(pieces):
             width, height = piece.right - piece.left, piece.bottom - piece.top
-            could_be_two = piece.parts == 1 and height >= config.min_height * line_height \
-                and width >= config.cut_from_width * line_height  # fmt: skip
+            could_be_two = (
+                piece.parts == 1
+                and height >= config.min_height * line_height
+                and width >= config.cut_from_width * line_height
+            )
             unsure = not alone and not sure.get((line, position))
             if could_be_two and (width > config.one_digit_width * line_height or unsure):
-                cut.extend(cut_component(layout.labels, layout.component_boxes[piece.component - 1], piece.component,
-                                         line_height, config))  # fmt: skip
+                cut.extend(
+                    cut_component(
+                        layout.labels, layout.component_boxes[piece.component - 1], piece.component, line_height, config
+                    )
+                )
             else:
                 cut.append(piece)
         if len(cut) != len(pieces):
@@ -212,8 +221,9 @@ def group_lines(boxes: np.ndarray, major: np.ndarray, minor: np.ndarray, config:
     spans = np.array([[boxes[m, 0].min(), boxes[m, 1].max(), boxes[m, 2].min(), boxes[m, 3].max()] for m in members])
     if len(minor):
         near = stacked_or_side_by_side(boxes[minor], spans, config)
-        shared = np.minimum(spans[None, :, 1], boxes[minor, 1, None]) \
-            - np.maximum(spans[None, :, 0], boxes[minor, 0, None])  # fmt: skip
+        shared = np.minimum(spans[None, :, 1], boxes[minor, 1, None]) - np.maximum(
+            spans[None, :, 0], boxes[minor, 0, None]
+        )
         for index, row, overlaps in zip(minor, near, shared, strict=True):
             if row.any():
                 members[int(np.argmax(np.where(row, overlaps, -np.inf)))].append(index)
@@ -250,13 +260,16 @@ def stack_height(boxes: np.ndarray, config: SegmentConfig) -> float:
         if np.array_equal(merged, stack_of):
             break
         stack_of = merged
-    heights = np.array([boxes[stack_of == stack, 1].max() - boxes[stack_of == stack, 0].min()
-                        for stack in np.unique(stack_of)], dtype=np.float64)  # fmt: skip
+    heights = np.array(
+        [boxes[stack_of == stack, 1].max() - boxes[stack_of == stack, 0].min() for stack in np.unique(stack_of)],
+        dtype=np.float64,
+    )
     return float(np.median(heights[heights >= 0.5 * heights.max()]))
 
 
-def cut_component(labels: np.ndarray, box: np.ndarray, label: int, line_height: float,
-                  config: SegmentConfig) -> list[Piece]:  # fmt: skip
+def cut_component(
+    labels: np.ndarray, box: np.ndarray, label: int, line_height: float, config: SegmentConfig
+) -> list[Piece]:
     """A component as the pieces between its candidate cuts: the top-to-bottom seams that cross the least of
     its ink (a touching point, the gap between two overlapping strokes), kept apart from each other and from
     its sides."""
@@ -275,9 +288,22 @@ def cut_component(labels: np.ndarray, box: np.ndarray, label: int, line_height: 
         rows, cols = np.flatnonzero(inside.any(axis=1)), np.flatnonzero(inside.any(axis=0))
         if len(rows) == 0:
             continue
-        pieces.append(Piece(label, part, len(bounds) - 1, left + int(cols[0]), left + int(cols[-1]) + 1,
-                            top + int(rows[0]), top + int(rows[-1]) + 1, top, left_seam, right_seam, left_cost,
-                            right_cost))  # fmt: skip
+        pieces.append(
+            Piece(
+                label,
+                part,
+                len(bounds) - 1,
+                left + int(cols[0]),
+                left + int(cols[-1]) + 1,
+                top + int(rows[0]),
+                top + int(rows[-1]) + 1,
+                top,
+                left_seam,
+                right_seam,
+                left_cost,
+                right_cost,
+            )
+        )
     return pieces
 
 
@@ -310,8 +336,14 @@ def add_candidates(layout: Layout, config: SegmentConfig) -> None:
                     layout.known[key] = len(layout.inputs)
                     layout.inputs.append(digit)
                     x_scale, y_scale = layout.scale
-                    layout.boxes.append([int(left * x_scale), int(top * y_scale), int(np.ceil(right * x_scale)),
-                                         int(np.ceil(bottom * y_scale))])  # fmt: skip
+                    layout.boxes.append(
+                        [
+                            int(left * x_scale),
+                            int(top * y_scale),
+                            int(np.ceil(right * x_scale)),
+                            int(np.ceil(bottom * y_scale)),
+                        ]
+                    )
                 layout.candidates.append((line, first, end, layout.known[key]))
 
 

@@ -34,8 +34,12 @@ from .samples import SamplesFullError, SampleStore
 # Content-Length, or as soon as a streamed body passes it, without reading the rest.
 MAX_BODY_BYTES = 5 * 1024 * 1024
 # The page's own files, served by fixed name: no route ever opens a path a request names.
-STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css", "inside.js": "text/javascript",
-                "teach.js": "text/javascript"}
+STATIC_FILES = {
+    "app.js": "text/javascript",
+    "style.css": "text/css",
+    "inside.js": "text/javascript",
+    "teach.js": "text/javascript",
+}
 
 
 class BodyTooLarge(Exception):
@@ -69,8 +73,11 @@ class BodyLimit:
 
 async def send_json(send, status: int, payload: dict) -> None:
     body = json.dumps(payload).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-               (b"connection", b"close")]  # fmt: skip
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -150,8 +157,12 @@ def add_inside_routes(app: FastAPI, models: dict[str, tuple]) -> None:
                 refusal = None
             except DigitcnnError as error:
                 refusal = str(error)
-            listed[name] = {"arch": model.config.arch, "test_accuracy": (results or {}).get("test_accuracy"),
-                            "layers": refusal is None, "error": refusal}  # fmt: skip
+            listed[name] = {
+                "arch": model.config.arch,
+                "test_accuracy": (results or {}).get("test_accuracy"),
+                "layers": refusal is None,
+                "error": refusal,
+            }
         return {"models": listed}
 
     @app.post("/api/inside")
@@ -159,8 +170,9 @@ def add_inside_routes(app: FastAPI, models: dict[str, tuple]) -> None:
         """An image, sent as to /api/predict -> /api/predict's answer plus `layers` (each convolution block's and
         pooling step's name, label, shape, shown channels and uint8 tiles as base64), `input` and `saliency`."""
         if model not in models:
-            return JSONResponse({"error": f"no model {model!r} to look inside; choose one of {', '.join(models)}"},
-                                status_code=404)  # fmt: skip
+            return JSONResponse(
+                {"error": f"no model {model!r} to look inside; choose one of {', '.join(models)}"}, status_code=404
+            )
         chosen = models[model][0]
         layers_to_show(chosen)  # an ONNX model or an ensemble is refused (422) before its image is read
         name, data = await uploaded_image(request)
@@ -217,8 +229,9 @@ class ProcessReader:
     def new_pool(self) -> ProcessPoolExecutor:
         # spawn, not fork: a forked copy of a process that already runs PyTorch's thread pools can deadlock.
         context = multiprocessing.get_context("spawn")
-        return ProcessPoolExecutor(self.workers, mp_context=context, initializer=start_reader,
-                                   initargs=(self.model_source,))  # fmt: skip
+        return ProcessPoolExecutor(
+            self.workers, mp_context=context, initializer=start_reader, initargs=(self.model_source,)
+        )
 
     async def start(self) -> None:
         """Starts every reader before the first request (each takes a second or two to load PyTorch)."""
@@ -269,8 +282,9 @@ def create_app(model_source: str | Path | None = None, workers: int = 1, samples
         yield
         reader.close()
 
-    app = FastAPI(title="digitcnn", version=__version__, description="Reads handwritten digits from images.",
-                  lifespan=lifespan)  # fmt: skip
+    app = FastAPI(
+        title="digitcnn", version=__version__, description="Reads handwritten digits from images.", lifespan=lifespan
+    )
     app.add_middleware(BodyLimit)
 
     @app.exception_handler(BodyTooLarge)
@@ -338,6 +352,7 @@ def create_app(model_source: str | Path | None = None, workers: int = 1, samples
         except SamplesFullError as error:
             return JSONResponse({"error": str(error)}, status_code=507)
         return JSONResponse({"saved": saved, "count": store.count})
+
     # --- end of samples ---
     add_inside_routes(app, inside_models(model, model_source))
 

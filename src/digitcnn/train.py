@@ -199,8 +199,19 @@ def fit(
     epoch = start_epoch
     while epoch < (planned_epochs or config.epochs):
         epoch_started = time.perf_counter()
-        row = train_epoch(network, average, optimizer, generator, train_images, train_labels, epoch, local_batch,
-                          config, verbose, planned_epochs)  # fmt: skip
+        row = train_epoch(
+            network,
+            average,
+            optimizer,
+            generator,
+            train_images,
+            train_labels,
+            epoch,
+            local_batch,
+            config,
+            verbose,
+            planned_epochs,
+        )
         if validation is not None:
             row["val_loss"], row["val_accuracy"] = evaluate(average or model, *validation)
         row["seconds"] = round(time.perf_counter() - epoch_started, 3)
@@ -213,9 +224,14 @@ def fit(
         if run_dir is not None and distributed.is_main():
             save_model_file(average or model, Path(run_dir) / WEIGHTS_FILE)
             write_history(run_dir, rows)
-            state = {"epoch": epoch, "planned_epochs": planned_epochs, "config": settings, "history": rows,
-                     "param_groups": optimizer.state_dict()["param_groups"],
-                     "seconds": elapsed_before + time.perf_counter() - started}  # fmt: skip
+            state = {
+                "epoch": epoch,
+                "planned_epochs": planned_epochs,
+                "config": settings,
+                "history": rows,
+                "param_groups": optimizer.state_dict()["param_groups"],
+                "seconds": elapsed_before + time.perf_counter() - started,
+            }
             save_checkpoint(run_dir, checkpoint_tensors(model, average, optimizer, generator), state)
     if average is not None:  # the averaged weights are the result
         model.load_state_dict(average.state_dict())
@@ -249,8 +265,9 @@ def shard_indices(permutation: torch.Tensor, rank: int, world_size: int) -> torc
     return permutation[rank::world_size]
 
 
-def train_epoch(network, average, optimizer, generator, images, labels, epoch, local_batch, config, verbose,
-                planned_epochs) -> dict:  # fmt: skip
+def train_epoch(
+    network, average, optimizer, generator, images, labels, epoch, local_batch, config, verbose, planned_epochs
+) -> dict:
     """One pass over this process's shard; returns the epoch's mean training loss and accuracy over all shards."""
     network.train()
     world_size = distributed.world_size()
