@@ -52,6 +52,7 @@ def test_real_digits_get_their_labels_as_multipart_and_as_raw_bodies(client, mni
             "top3",
             "unsure",
             "error",
+            "not_a_digit",
         }
 
 

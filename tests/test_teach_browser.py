@@ -3,26 +3,12 @@ kept in the browser and on the server (`serve --samples DIR`), downloaded as a z
 
 import zipfile
 
-import pytest
-
 from digitcnn.config import read_run_config
 from tests.conftest import run_cli, serving
-from tests.test_browser import CHROMIUM_ARGS, draw, pytestmark, wait_for_label  # noqa: F401 (pytestmark: same skips)
+from tests.test_browser import browser, draw, pytestmark, wait_for_label  # noqa: F401 (the fixture and the same skips)
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    from tests.test_browser import CHROMIUM
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
-
-
-def test_teaching_a_digit_keeps_it_and_the_downloaded_zip_fine_tunes(browser, tmp_path):
+def test_teaching_a_digit_keeps_it_and_the_downloaded_zip_fine_tunes(browser, tmp_path):  # noqa: F811 (the fixture)
     kept = tmp_path / "server-samples"
     with serving("--samples", kept) as url:
         context = browser.new_context(viewport={"width": 1000, "height": 800}, accept_downloads=True)
