@@ -25,6 +25,8 @@ def test_train_through_the_cli_writes_a_complete_run_folder(small_run):
         "path": None,
         "limit": 8000,
         "validation_split": 0.1,
+        "test_split": 0.2,
+        "split_seed": 0,
         "train_examples": 8000,
         "test_examples": 8000,
     }
