@@ -21,7 +21,19 @@ from digitcnn.rejection import NOT_A_DIGIT, REJECT, choose_threshold, flagged, r
 from digitcnn.runs import save_model
 from digitcnn.serve import create_app
 
-FIELDS = {"file", "label", "class_name", "confidence", "probabilities", "top3", "unsure", "error", "not_a_digit"}
+FIELDS = {
+    "file",
+    "text",
+    "digits",
+    "label",
+    "class_name",
+    "confidence",
+    "probabilities",
+    "top3",
+    "unsure",
+    "error",
+    "not_a_digit",
+}
 TRAINING_DIGITS = 6000  # --limit: 5,400 to train on, 600 to choose the threshold on
 
 
