@@ -157,8 +157,8 @@ def test_not_a_digit_through_the_cli(everything_rejected, non_digit_files, capsy
     assert capsys.readouterr().out.startswith(f"{paths[0]}: not a digit (probability ")
     assert main(["predict", "--csv", *arguments]) == 0
     rows = capsys.readouterr().out.splitlines()
-    assert rows[0] == "file,label,confidence,unsure,error," + ",".join(f"p{i}" for i in range(10)) + ",not_a_digit"
-    assert len(rows) == 4 and all(row.split(",")[4] == NOT_A_DIGIT and len(row.split(",")) == 16 for row in rows[1:])
+    assert rows[0] == "file,label,confidence,unsure,error," + ",".join(f"p{i}" for i in range(10)) + ",not_a_digit,text"
+    assert len(rows) == 4 and all(row.split(",")[4] == NOT_A_DIGIT and len(row.split(",")) == 17 for row in rows[1:])
 
 
 def test_not_a_digit_and_blank_through_the_http_api(everything_rejected, non_digit_files):
@@ -191,7 +191,7 @@ def test_a_model_without_the_output_answers_as_before(mnist, non_digit_files, tm
     assert answer["label"] in range(10) and len(answer["probabilities"]) == 10
     assert main(["predict", "--csv", "--model", str(run), letter]) == 0
     row = capsys.readouterr().out.splitlines()[1].split(",")
-    assert len(row) == 16 and row[-1] == ""  # the column is there, empty: the model has no such output
+    assert len(row) == 17 and row[-2] == ""  # the column is there, empty: the model has no such output
 
 
 def test_the_report_fits_with_held_in_non_digits_and_stores_the_threshold(rejecting_run, tmp_path, capsys):
