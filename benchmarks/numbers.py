@@ -13,6 +13,7 @@ by 0.85-1 and moved up to 2 px off the baseline.
     .venv/bin/python -m benchmarks.numbers                 # MNIST's test digits: the reported figures
     .venv/bin/python -m benchmarks.numbers --split train   # the last 6,000 training digits: tune on these
     .venv/bin/python -m benchmarks.numbers --tiny          # the CI smoke run
+    .venv/bin/python -m benchmarks.numbers --timings-only  # the two read times alone, on a quiet machine
 """
 
 import argparse
@@ -240,6 +241,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10, help="timed reads of the photo (x10 of the small digit)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tiny", action="store_true", help="10 numbers per cell, 50 single digits: checks it runs")
+    parser.add_argument("--timings-only", action="store_true",
+                        help="only the two read times, into numbers-timings.json")
     parser.add_argument("--out", default=None, help="default: benchmarks/results/numbers[-train].json")
     arguments = parser.parse_args()
     count, singles = (10, 50) if arguments.tiny else (arguments.numbers, arguments.singles)
@@ -249,6 +252,11 @@ def main() -> None:
     rng = np.random.default_rng(arguments.seed)
     facts = machine()  # before the timings try other thread counts
     started = time.perf_counter()
+    if arguments.timings_only:
+        result = {"benchmark": "numbers: read times", "model": str(arguments.model or "shipped"),
+                  "timings": timings(model, images, labels, rng, arguments.repeats), **facts}  # fmt: skip
+        write_result(arguments.out or "benchmarks/results/numbers-timings.json", result, tiny=arguments.tiny)
+        return
     print(f"{'spacing':20s} {'render':24s} {'exact':>8s} {'digits':>8s} {'count':>8s} {'touch':>8s}")
     result = {
         "benchmark": "numbers: several digits in one image",

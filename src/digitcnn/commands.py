@@ -127,12 +127,21 @@ def write_report(arguments, model, trained: DataConfig, train, test, same_data: 
 
 
 def run_predict(arguments) -> int:
+    import torch
+
     from .inference import load_model
     from .recognize import csv_rows, describe, expand_paths, is_failure, read_images
 
     model = load_model(arguments.model)
     paths = expand_paths(arguments.files)
-    readings = read_images(model, paths, keep_originals=bool(arguments.show))
+    # Each image's candidates are a small batch: one thread reads a photo of a number in ~90 ms where two took
+    # ~470 ms on two busy cores (benchmarks/numbers.py --timings-only), as the server found for single digits.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        readings = read_images(model, paths, keep_originals=bool(arguments.show))
+    finally:
+        torch.set_num_threads(threads)  # `main` may run inside someone else's process
     if arguments.json:
         for reading in readings:
             print(json.dumps(reading.as_dict()))

@@ -23,6 +23,9 @@ from .segment import DEFAULTS, Layout, SegmentConfig, cut_unsure, lay_out
 # Below this top-class probability the answer is flagged unsure. A calibrated model that says 0.7 is right
 # about 70% of the time; we would rather say "not sure" than be wrong that often.
 UNSURE_BELOW = 0.7
+# Images laid out at once: their candidates share one forward pass, and their ink maps (a few MB each for a
+# photo) are freed before the next ones are read, so a folder of 10,000 photos never holds them all.
+READ_AT_ONCE = 64
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
@@ -69,6 +72,14 @@ def read_images(
     digit it holds. A source that fails gets its `error` and the others go on. A model whose classes are not
     the ten digits reads each image as one item, as it was trained to."""
     names = names or [str(source) if isinstance(source, str | os.PathLike) else None for source in sources]
+    readings = []
+    for start in range(0, len(sources), READ_AT_ONCE):
+        chunk = slice(start, start + READ_AT_ONCE)
+        readings.extend(read_chunk(model, sources[chunk], names[chunk], keep_originals, config))
+    return readings
+
+
+def read_chunk(model, sources: list, names: list, keep_originals: bool, config: SegmentConfig) -> list[Reading]:
     reads_numbers = [str(digit) for digit in range(DIGITS)] == list(model.config.class_names[:DIGITS])
     readings, inputs = [], []
     for source, name in zip(sources, names, strict=True):
