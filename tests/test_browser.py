@@ -51,7 +51,9 @@ def page(browser, live_server, request):
 
 
 def draw(page, strokes):
-    """Mouse strokes on the canvas; points are fractions of its width and height."""
+    """Mouse strokes on the canvas; points are fractions of its width and height. The pad is scrolled into view
+    first, as a person would: opening the look-inside view below it scrolls it off a short screen."""
+    page.locator("#pad").scroll_into_view_if_needed()
     box = page.locator("#pad").bounding_box()
     for stroke in strokes:
         x, y = stroke[0]

@@ -195,6 +195,7 @@ def test_the_api_answers_with_predicts_reading_and_every_layers_tiles(client, mn
         # The answer's input is rounded to 3 decimals, so these activations differ slightly from the server's.
         assert np.abs(restored - shown).max() < 0.02 * layer["high"]
     assert np.shape(answer["saliency"]) == (28, 28) and answer["saliency_target"] == answer["label"]
+    assert answer["shown"]["label"] == answer["label"] and answer["shown"]["of"] == 1
     assert answer["class_names"] == [str(digit) for digit in range(10)] and len(answer["logits"]) == 10
 
 
@@ -207,6 +208,20 @@ def test_the_tutorial_network_is_the_second_model(client, mnist):
     assert answer.status_code == 200 and answer.json()["arch"] == "seed"
     assert [layer["label"] for layer in answer.json()["layers"]] == SEED_LABELS
     assert len(answer.content) <= MAX_RESPONSE_BYTES
+
+
+def test_a_number_shows_its_last_digit_unless_asked_for_another(client, mnist):
+    from tests.test_numbers import number_png
+
+    _, (x_test, y_test) = mnist
+    body = number_png(x_test, [0, 1, 2], "wide gaps")  # 7 2 1
+    last, first = client.post("/api/inside", content=body).json(), client.post("/api/inside?digit=0", content=body)
+    assert last["text"] == "".join(str(label) for label in y_test[:3]) and last["label"] is None
+    assert {key: last["shown"][key] for key in ("digit", "of", "label")} == {"digit": 2, "of": 3, "label": y_test[2]}
+    assert first.status_code == 200 and first.json()["shown"]["digit"] == 0
+    assert first.json()["shown"]["label"] == y_test[0] == first.json()["saliency_target"]
+    assert first.json()["input"] != last["input"] and len(last["input"][0]) == 28
+    assert client.post("/api/inside?digit=9", content=body).json()["shown"]["digit"] == 2  # past the end: the last
 
 
 def test_bad_requests_get_clear_4xx_answers(client):

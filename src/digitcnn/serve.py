@@ -16,6 +16,7 @@ from concurrent.futures.process import BrokenProcessPool
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -26,6 +27,7 @@ from . import __version__
 from .errors import DigitcnnError, ImageTooLargeError, NoDigitError, UnsupportedImageError
 from .inference import load_model
 from .inside import TUTORIAL_MODEL, layers_to_show, look_inside
+from .pixels import SIDE
 from .recognize import read_images
 from .runs import model_results
 from .samples import SamplesFullError, SampleStore
@@ -101,13 +103,27 @@ def read_one(model, data: bytes, name: str | None, include_input: bool) -> tuple
 
 
 # --- look inside (issue 19): the view's request work, its models and its route ---
-def look_inside_one(model, data: bytes, name: str | None) -> tuple[dict, int]:
+def look_inside_one(model, data: bytes, name: str | None, digit: int | None = None) -> tuple[dict, int]:
     """One uploaded image -> (the "look inside" JSON, its HTTP status): /api/predict's answer for it, plus each
-    layer's tiles, the input and the saliency (inside.InsideView.as_dict)."""
+    layer's tiles, the input and the saliency (inside.InsideView.as_dict) of one digit, and `shown` (that digit's
+    index, how many were read, its label and probabilities). A number shows digit `digit`, by default its last:
+    writing left to right, the one just written."""
     reading = read_images(model, [data], names=[name])[0]
     answer = reading.as_dict()
     if reading.input is not None:
-        answer.update(look_inside(model, reading.input, target=reading.label).as_dict())
+        crops = np.split(reading.input, reading.input.shape[1] // SIDE, axis=1)  # the digits read, side by side
+        index = len(crops) - 1 if digit is None else min(max(digit, 0), len(crops) - 1)
+        view = look_inside(model, crops[index])
+        label = int(np.argmax(view.probabilities))
+        answer.update(view.as_dict())
+        answer["shown"] = {
+            "digit": index,
+            "of": len(crops),
+            "label": label,
+            "class_name": view.class_names[label],
+            "confidence": round(float(view.probabilities[label]), 6),
+            "probabilities": [round(float(value), 6) for value in view.probabilities],
+        }
     return answer, status_for(reading.failure)
 
 
@@ -166,9 +182,10 @@ def add_inside_routes(app: FastAPI, models: dict[str, tuple]) -> None:
         return {"models": listed}
 
     @app.post("/api/inside")
-    async def api_inside(request: Request, model: str = "default"):
+    async def api_inside(request: Request, model: str = "default", digit: int | None = None):
         """An image, sent as to /api/predict -> /api/predict's answer plus `layers` (each convolution block's and
-        pooling step's name, label, shape, shown channels and uint8 tiles as base64), `input` and `saliency`."""
+        pooling step's name, label, shape, shown channels and uint8 tiles as base64), `input`, `saliency` and
+        `shown`, for digit `digit` (0 is the leftmost) of a number, by default its last."""
         if model not in models:
             return JSONResponse(
                 {"error": f"no model {model!r} to look inside; choose one of {', '.join(models)}"}, status_code=404
@@ -176,7 +193,7 @@ def add_inside_routes(app: FastAPI, models: dict[str, tuple]) -> None:
         chosen = models[model][0]
         layers_to_show(chosen)  # an ONNX model or an ensemble is refused (422) before its image is read
         name, data = await uploaded_image(request)
-        answer, status = await run_in_threadpool(look_blocking, chosen, data, name)
+        answer, status = await run_in_threadpool(look_blocking, chosen, data, name, digit)
         return JSONResponse(answer, status_code=status)
 
 

@@ -59,7 +59,7 @@
       if (mine !== ticket) return;
       if (!response.ok) return clear(answer.error || `error ${response.status}`);
       const messages = { "no digit found": "No digit found", "not a digit": "That doesn't look like a digit" };
-      if (answer.label === null) return clear(messages[answer.error] || answer.error);
+      if (!answer.shown) return clear(messages[answer.error] || answer.error || "No digit found");
       show(answer);
     } catch (error) {
       if (mine === ticket) clear("The server did not answer");
@@ -76,11 +76,13 @@
   }
 
   function show(answer) {
-    const sure = `${answer.class_name}, ${(answer.confidence * 100).toFixed(1)}%`;
-    statusView.textContent = `${answer.arch}: ${answer.layers.length} layers; the answer is ${sure}`;
+    const shown = answer.shown; // one digit: a number's last, the one just written
+    const sure = `${shown.class_name}, ${(shown.confidence * 100).toFixed(1)}%`;
+    const which = shown.of > 1 ? `digit ${shown.digit + 1} of ${shown.of} is` : "the answer is";
+    statusView.textContent = `${answer.arch}: ${answer.layers.length} layers; ${which} ${sure}`;
     drawGrey(inputView, answer.input.flat().map((value) => Math.round(value * 255)), 28, 28);
     drawSaliency(answer.input, answer.saliency);
-    drawScores(answer.class_names, answer.probabilities, answer.label);
+    drawScores(answer.class_names, shown.probabilities, shown.label);
     drawLayers(answer.layers);
     view.dataset.layers = String(answer.layers.length);
   }
