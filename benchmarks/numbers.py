@@ -241,8 +241,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10, help="timed reads of the photo (x10 of the small digit)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tiny", action="store_true", help="10 numbers per cell, 50 single digits: checks it runs")
-    parser.add_argument("--timings-only", action="store_true",
-                        help="only the two read times, into numbers-timings.json")
+    parser.add_argument(
+        "--timings-only", action="store_true", help="only the two read times, into numbers-timings.json"
+    )
     parser.add_argument("--out", default=None, help="default: benchmarks/results/numbers[-train].json")
     arguments = parser.parse_args()
     count, singles = (10, 50) if arguments.tiny else (arguments.numbers, arguments.singles)
