@@ -2,6 +2,9 @@
 the export and the .onnx model through the real CLI, an ensemble as one graph, and files that are not models."""
 
 import json
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import onnx
@@ -12,6 +15,7 @@ from PIL import Image
 from digitcnn.errors import ModelError
 from digitcnn.inference import evaluate, load_model, predict, predict_logits
 from digitcnn.onnx_model import METADATA_KEY, TOLERANCE, OnnxModel, export_onnx
+from digitcnn.runs import save_model
 from tests.conftest import run_cli
 
 
@@ -177,3 +181,74 @@ def test_files_that_are_not_digitcnn_onnx_models_are_one_line_errors(exported, t
             assert message in result.stderr and "Traceback" not in result.stderr
         with pytest.raises(ModelError, match=message):
             load_model(model)
+
+
+# --- ONNX twins: an export beside its weights reads in their place, without PyTorch ---
+def twin_of(run_dir, folder):
+    """A copy of the small run with its ONNX twin exported through the CLI, as a user makes one."""
+    run = folder / "run"
+    shutil.copytree(run_dir, run)
+    run_cli("export", "--model", run, "--out", run / "model.onnx", check=True)
+    return run
+
+
+def test_a_run_folders_twin_reads_as_its_weights_do_and_only_while_they_are_its_source(small_run, mnist, tmp_path):
+    run_dir, _ = small_run
+    run = twin_of(run_dir, tmp_path)
+    twin, weights = load_model(run, onnx_twin=True), load_model(run)
+    assert isinstance(twin, OnnxModel) and twin.config == weights.config
+    assert isinstance(load_model(run / "model.safetensors", onnx_twin=True), OnnxModel)  # the file's twin too
+    assert not isinstance(load_model(run), OnnxModel)  # asked for the weights, they are what loads
+    _, (x_test, _) = mnist
+    np.testing.assert_allclose(predict(twin, x_test[:500]), predict(weights, x_test[:500]), atol=1e-5)
+    # A temperature fitted after the export changes config.json: the twin no longer says what the run is.
+    config = json.loads((run / "config.json").read_text())
+    config["model"]["temperature"] = 0.5
+    (run / "config.json").write_text(json.dumps(config))
+    assert not isinstance(load_model(run, onnx_twin=True), OnnxModel)
+    # Other weights under the same name: the twin was exported from something else.
+    other = twin_of(run_dir, tmp_path / "other")
+    retrained = load_model(other)
+    with torch.no_grad():
+        next(retrained.parameters()).add_(0.01)
+    save_model(retrained, other)
+    assert not isinstance(load_model(other, onnx_twin=True), OnnxModel)
+    assert not isinstance(load_model(other / "model.safetensors", onnx_twin=True), OnnxModel)
+
+
+def imported_after(code: str) -> set[str]:
+    """The modules a fresh interpreter holds after running `code` (a SystemExit, as --help ends, included)."""
+    probe = f"import sys\ntry:\n    exec({code!r})\nexcept SystemExit:\n    pass\nprint(' '.join(sys.modules))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return set(result.stdout.splitlines()[-1].split())
+
+
+def test_the_shipped_model_reads_through_its_twin_without_importing_pytorch(mnist, tmp_path):
+    twin = load_model(None, onnx_twin=True)
+    assert isinstance(twin, OnnxModel), "the shipped model's ONNX twin is missing or stale: bash scripts/ship_model.sh"
+    _, (x_test, _) = mnist
+    shipped = predict_logits(load_model(), x_test)
+    np.testing.assert_allclose(predict_logits(twin, x_test), shipped, atol=TOLERANCE)
+    image = tmp_path / "seven.png"
+    Image.fromarray(255 - x_test[0]).resize((140, 140)).save(image)
+    reading = json.loads(run_cli("predict", "--json", image, check=True).stdout)
+    assert reading["text"] == "7"
+    assert "torch" not in imported_after(f"from digitcnn.cli import main; main(['predict', {str(image)!r}])")
+    assert "torch" not in imported_after("from digitcnn.cli import main; main(['--help'])")
+    assert "torch" not in imported_after("import digitcnn; digitcnn.read(" + repr(str(image)) + ")")
+
+
+def test_without_onnxruntime_the_weights_read_and_an_onnx_file_says_what_to_install(exported):
+    _, path, _ = exported
+    code = (
+        "import sys; sys.modules['onnxruntime'] = None\n"  # as if the export extra were not installed
+        "from digitcnn.inference import load_model\n"
+        "from digitcnn.errors import ModelError\n"
+        "print(type(load_model(None, onnx_twin=True)).__name__)\n"
+        f"try:\n    load_model({str(path)!r})\nexcept ModelError as error:\n    print(error)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.splitlines() == [
+        "Classifier",
+        "running an .onnx model needs onnxruntime: pip install 'digitcnn[export]'",
+    ]

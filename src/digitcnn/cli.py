@@ -5,9 +5,10 @@ import dataclasses
 import sys
 import typing
 
-from . import commands, distributed
+from . import commands
 from .config import DataConfig, FinetuneConfig, TrainConfig, choices, parse_knob, recipe_defaults
 from .errors import DigitcnnError
+from .model_config import ACTIVATIONS, ARCHITECTURE_NAMES
 
 EXIT_USER_ERROR = 2
 
@@ -77,20 +78,21 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=formatter,
         epilog="Training options left out take the architecture's recipe: the defaults shown per architecture.",
     )
-    from .models import ACTIVATIONS, ARCHITECTURES
 
     def architectures(text: str) -> list[str]:
         names = text.split(",")
-        unknown = [name for name in names if name not in ARCHITECTURES]
+        unknown = [name for name in names if name not in ARCHITECTURE_NAMES]
         if unknown:
-            raise argparse.ArgumentTypeError(f"unknown {unknown[0]!r}; choose from {', '.join(sorted(ARCHITECTURES))}")
+            raise argparse.ArgumentTypeError(
+                f"unknown {unknown[0]!r}; choose from {', '.join(sorted(ARCHITECTURE_NAMES))}"
+            )
         return names
 
     train.add_argument(
         "--arch",
         type=architectures,
         default=["fast"],
-        metavar="|".join(sorted(ARCHITECTURES)),
+        metavar="|".join(sorted(ARCHITECTURE_NAMES)),
         help="architecture; with --ensemble, a comma-separated list for the members",
     )
     train.add_argument("--ensemble", type=positive_int, metavar="N", help="train N members (seeds seed..seed+N-1)")
@@ -210,8 +212,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("digitcnn: interrupted", file=sys.stderr)
         return 130
-    finally:
-        distributed.teardown()
 
 
 if __name__ == "__main__":

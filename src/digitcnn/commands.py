@@ -1,6 +1,7 @@
 """What each `digitcnn` command does, given its parsed arguments: each calls the same functions as the Python API
 (cli.py only builds the parser and reports errors)."""
 
+import contextlib
 import csv
 import dataclasses
 import datetime
@@ -9,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-from . import distributed
 from .config import DataConfig, FinetuneConfig, TrainConfig
 from .errors import DigitcnnError
 
@@ -21,6 +21,23 @@ def given_knobs(arguments, config_class: type) -> dict:
 
 
 def run_train(arguments) -> int:
+    from . import distributed
+
+    try:
+        result, out = train_from(arguments)
+        if distributed.is_main():
+            if "member_test_accuracies" in result:
+                members = ", ".join(f"{accuracy:.4f}" for accuracy in result["member_test_accuracies"])
+                print(f"member test accuracies: {members}")
+            print(f"test accuracy: {result['test_accuracy']:.4f}")
+            print(f"saved the run to {out} ({result['train_seconds']:.0f} s of training)", file=sys.stderr)
+        return 0
+    finally:
+        distributed.teardown()  # the process group train_run joins under torchrun
+
+
+def train_from(arguments) -> tuple[dict, str]:
+    """`digitcnn train`'s work: (the run's results, its folder)."""
     from .ensemble import train_ensemble
     from .jobs import train_run
 
@@ -48,13 +65,7 @@ def run_train(arguments) -> int:
         raise DigitcnnError("several architectures make sense only with --ensemble N")
     else:
         result = train_run(out, arch=arguments.arch[0], data=data, resume=arguments.resume, verbose=verbose, **options)
-    if distributed.is_main():
-        if "member_test_accuracies" in result:
-            members = ", ".join(f"{accuracy:.4f}" for accuracy in result["member_test_accuracies"])
-            print(f"member test accuracies: {members}")
-        print(f"test accuracy: {result['test_accuracy']:.4f}")
-        print(f"saved the run to {out} ({result['train_seconds']:.0f} s of training)", file=sys.stderr)
-    return 0
+    return result, out
 
 
 def run_finetune(arguments) -> int:
@@ -126,22 +137,34 @@ def write_report(arguments, model, trained: DataConfig, train, test, same_data: 
     return 0
 
 
-def run_predict(arguments) -> int:
+@contextlib.contextmanager
+def one_torch_thread(model):
+    """Each image's candidates are a small batch: one thread reads a photo of a number in ~90 ms where two took
+    ~470 ms on two busy cores (benchmarks/numbers.py --timings-only), as the server found for single digits.
+    (An ONNX twin runs one thread already.)"""
+    from .model_config import is_torch_model
+
+    if not is_torch_model(model):
+        yield
+        return
     import torch
 
-    from .inference import load_model
-    from .recognize import csv_rows, describe, expand_paths, is_failure, read_images
-
-    model = load_model(arguments.model)
-    paths = expand_paths(arguments.files)
-    # Each image's candidates are a small batch: one thread reads a photo of a number in ~90 ms where two took
-    # ~470 ms on two busy cores (benchmarks/numbers.py --timings-only), as the server found for single digits.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        readings = read_images(model, paths, keep_originals=bool(arguments.show))
+        yield
     finally:
         torch.set_num_threads(threads)  # `main` may run inside someone else's process
+
+
+def run_predict(arguments) -> int:
+    from .inference import load_model
+    from .recognize import csv_rows, describe, expand_paths, is_failure, read_images
+
+    model = load_model(arguments.model, onnx_twin=True)  # the twin, if there is one, spares importing PyTorch
+    paths = expand_paths(arguments.files)
+    with one_torch_thread(model):
+        readings = read_images(model, paths, keep_originals=bool(arguments.show))
     if arguments.json:
         for reading in readings:
             print(json.dumps(reading.as_dict()))
@@ -178,13 +201,14 @@ def run_show(arguments) -> int:
 
 
 def run_export(arguments) -> int:
-    from .inference import load_model
+    from .inference import load_model, weights_file
     from .jobs import load_split
     from .onnx_model import VALIDATION_DIGITS, export_onnx  # it names the package to install if onnx is missing
 
     model = load_model(arguments.model)
     _, (x_test, _) = load_split(DataConfig(dataset=arguments.dataset or model.config.dataset, path=arguments.data))
-    report = export_onnx(model, arguments.out, images=x_test[:VALIDATION_DIGITS])
+    source = weights_file(arguments.model)  # recorded in the file: beside those weights, it is their twin
+    report = export_onnx(model, arguments.out, images=x_test[:VALIDATION_DIGITS], source=source)
     if arguments.json:
         print(json.dumps(report))
     else:
@@ -201,7 +225,7 @@ def run_explain(arguments) -> int:
     from .explain import integrated_gradients
     from .images import load_image
     from .inference import load_model, predict
-    from .models import is_torch_model
+    from .model_config import is_torch_model
     from .plots import plot_saliency
     from .preprocess import preprocess
 

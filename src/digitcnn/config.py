@@ -12,9 +12,10 @@ from typing import Any, Literal
 from .data import Dataset
 from .errors import ModelError
 from .files import atomic_write
-from .models import ModelConfig, model_config_from_dict
+from .model_config import ModelConfig, model_config_from_dict
 
 CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"  # a run folder's model, beside its config
 
 Optimizer = Literal["adam", "sgd"]  # sgd: with Nesterov momentum
 # onecycle: linear warm-up, then linear decay to zero. plateau: warm-up, the peak held while validation accuracy

@@ -19,7 +19,8 @@ from .config import (
 from .errors import DigitcnnError
 from .inference import evaluate, load_model
 from .jobs import finish_run, load_split, train_run
-from .models import Ensemble, ModelConfig, is_torch_model
+from .model_config import ModelConfig, is_torch_model
+from .models import Ensemble
 from .report import validation_slice
 from .runs import CHECKPOINT_FILE, MEMBERS_FOLDER, WEIGHTS_FILE, load_run_model, save_model_file
 

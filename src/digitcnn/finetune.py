@@ -18,7 +18,8 @@ from .folders import read_samples, split_per_class
 from .inference import evaluate, load_model, predict_logits
 from .jobs import finish_run, load_labelled, skipped
 from .metrics import fit_temperature
-from .models import Classifier, is_torch_model
+from .model_config import is_torch_model
+from .models import Classifier
 from .pixels import as_pixels
 from .runs import WEIGHTS_FILE, save_model_file
 from .train import augment, learning_rate_at, make_optimizer

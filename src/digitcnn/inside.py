@@ -15,7 +15,8 @@ from .config import InsideConfig
 from .errors import NoLayersError
 from .explain import integrated_gradients
 from .metrics import softmax
-from .models import ByteDropout, Classifier, Ensemble, is_torch_model, torch_logits
+from .model_config import is_torch_model
+from .models import ByteDropout, Classifier, Ensemble, torch_logits
 from .pixels import SIDE, as_pixels
 
 # Modules that belong to the convolution block they follow: a block's tiles are its last one's output, what the

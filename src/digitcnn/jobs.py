@@ -14,7 +14,8 @@ from .data import class_names, load_data
 from .errors import DigitcnnError
 from .folders import is_image_folder, read_samples, split_per_class
 from .inference import evaluate, predict
-from .models import INPUT_STATISTICS, build_model
+from .model_config import INPUT_STATISTICS
+from .models import build_model
 from .rejection import NOT_A_DIGIT, REJECT, calibrate, flagged, rejects, training_nondigits
 from .runs import CHECKPOINT_FILE, WEIGHTS_FILE, save_model_file
 from .train import fit

@@ -1,7 +1,6 @@
 """Architectures by name. Every model takes float pixels in [0, 1] shaped (N, 1, 28, 28) and returns logits;
 input normalization lives inside the model so an exported model needs no preprocessing constants."""
 
-import dataclasses
 from collections.abc import Callable
 
 import numpy as np
@@ -9,39 +8,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .model_config import ACTIVATIONS, ARCHITECTURE_NAMES, ModelConfig
 from .pixels import as_pixels
 
-# Mean and standard deviation of the training pixels (in [0, 1]) of each data set; user data uses MNIST's.
-INPUT_STATISTICS = {"mnist": (0.1307, 0.3081), "fashion-mnist": (0.2860, 0.3530)}
-ACTIVATIONS = ("relu", "leaky_relu")
 # The tutorial's LeakyReLU variant; 0.1 is the slope such tutorials use (Keras' own default is 0.3).
 LEAKY_RELU_SLOPE = 0.1
-
-
-@dataclasses.dataclass
-class ModelConfig:
-    """Everything needed to rebuild a model from its weights; saved as config.json["model"]."""
-
-    arch: str = "fast"
-    activation: str = "relu"
-    num_classes: int = 10
-    class_names: list[str] = dataclasses.field(default_factory=lambda: [str(digit) for digit in range(10)])
-    dataset: str = "mnist"
-    input_mean: float = INPUT_STATISTICS["mnist"][0]
-    input_std: float = INPUT_STATISTICS["mnist"][1]
-    # Softmax temperature fitted on the validation split (`digitcnn evaluate --report`); 1.0 means not fitted.
-    temperature: float = 1.0
-    # With a last "not a digit" class (rejection.py): the probability of it from which a reading says so, chosen
-    # on the validation split. None: a model without that class (the default, and every model before it).
-    not_a_digit_threshold: float | None = None
-    # For arch "ensemble": each member's ModelConfig as a dict.
-    members: list[dict] | None = None
 
 
 ARCHITECTURES: dict[str, Callable[[ModelConfig], nn.Module]] = {}
 
 
 def register(name: str):
+    if name not in ARCHITECTURE_NAMES:
+        raise ValueError(f"architecture {name!r} is not listed in model_config.ARCHITECTURE_NAMES")
+
     def add(builder):
         ARCHITECTURES[name] = builder
         return builder
@@ -97,11 +77,6 @@ def build_model(arch: str = "fast", activation: str = "relu", num_classes: int =
         model = Classifier(model_config, ARCHITECTURES[arch](model_config))
     # oneDNN's preferred layout, faster on CPUs (benchmarks.levers measures it); the logits are unchanged.
     return model.to(memory_format=torch.channels_last)
-
-
-def model_config_from_dict(values: dict) -> ModelConfig:
-    known = {field.name for field in dataclasses.fields(ModelConfig)}
-    return ModelConfig(**{key: value for key, value in values.items() if key in known})
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -239,11 +214,6 @@ def unpooled_network(config: ModelConfig) -> nn.Module:
         layers += conv_block(channels, width, config, padding=0)
         channels = width
     return nn.Sequential(*layers, nn.Flatten(), ByteDropout(0.25), nn.Linear(channels * 8 * 8, config.num_classes))
-
-
-def is_torch_model(model) -> bool:
-    """A PyTorch model trains, explains and joins an ensemble; an exported OnnxModel only predicts."""
-    return isinstance(model, nn.Module)
 
 
 @torch.inference_mode()

@@ -8,6 +8,7 @@ come with the export extra and are imported only when asked for, so the package 
 
 import copy
 import dataclasses
+import hashlib
 import importlib
 import json
 import os
@@ -15,15 +16,17 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .errors import ModelError
 from .files import atomic_path
-from .models import ModelConfig, model_config_from_dict, torch_logits
-from .pixels import SIDE, as_pixels
+from .model_config import ModelConfig, model_config_from_dict
+from .pixels import SIDE, pixel_array
 
 # The key of the model config in the file's metadata; the same as in a self-describing .safetensors.
 METADATA_KEY = "digitcnn_model"
+# The sha256 of the weights file an export was made from: `load_model(..., onnx_twin=True)` runs the export in
+# their place only while they are unchanged.
+SOURCE_KEY = "digitcnn_source_sha256"
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 # Opset 17 (ONNX 1.12, 2022) runs on every onnxruntime since 1.12 and holds all our layers.
 OPSET = 17
@@ -75,17 +78,18 @@ class OnnxModel:
         except load_errors as error:
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise ModelError(f"{self.path} is not a valid ONNX model: {reason}") from None
-        self.config = read_config(self.session, self.path)
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.config = read_config(self.metadata, self.path)
         inputs = [(item.name, item.shape) for item in self.session.get_inputs()]
         outputs = [item.name for item in self.session.get_outputs()]
         if [name for name, _ in inputs] != [INPUT_NAME] or outputs != [OUTPUT_NAME]:
             raise ModelError(f"{self.path} takes {inputs} and gives {outputs}, not digitcnn's input -> logits")
 
     def predict_logits(self, images, batch_size: int = 1024) -> np.ndarray:
-        """Raw logits (N, classes) as float32, for any images `as_pixels` takes."""
+        """Raw logits (N, classes) as float32, for any images `pixel_array` takes."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
-        pixels = as_pixels(images).detach().cpu().numpy()
+        pixels = pixel_array(images)
         outputs = [
             self.session.run([OUTPUT_NAME], {INPUT_NAME: pixels[start : start + batch_size]})[0]
             for start in range(0, len(pixels), batch_size)
@@ -99,8 +103,7 @@ class OnnxModel:
         return f"OnnxModel({str(self.path)!r}, arch={self.config.arch!r})"
 
 
-def read_config(session, path: Path) -> ModelConfig:
-    metadata = session.get_modelmeta().custom_metadata_map
+def read_config(metadata: dict, path: Path) -> ModelConfig:
     if METADATA_KEY not in metadata:
         raise ModelError(
             f"{path} was not exported by digitcnn (no {METADATA_KEY} metadata); "
@@ -112,11 +115,14 @@ def read_config(session, path: Path) -> ModelConfig:
         raise ModelError(f"{path} carries an unreadable {METADATA_KEY} config: {error}") from None
 
 
-def export_onnx(model, path: str | Path, opset: int = OPSET, images=None) -> dict:
+def export_onnx(model, path: str | Path, opset: int = OPSET, images=None, source: Path | None = None) -> dict:
     """Writes `model` to `path` as ONNX (input `input` float32 [batch, 1, 28, 28] in [0, 1], output `logits`
     [batch, classes]) and returns the validation report. `images` are the validation digits (default: the
-    first 1,000 test digits of the model's data set). The file is replaced only when validation passes;
+    first 1,000 test digits of the model's data set); `source`, the weights file the model was read from, makes
+    the file that model's ONNX twin (inference.load_twin). The file is replaced only when validation passes;
     otherwise ModelError, and nothing is written."""
+    import torch  # exporting traces the PyTorch model; running the file (OnnxModel) needs no PyTorch
+
     onnx = import_extra("onnx", "export")
     import_extra("onnxruntime", "export")  # the validation runs the file: fail before any work
     if images is None:
@@ -143,7 +149,7 @@ def export_onnx(model, path: str | Path, opset: int = OPSET, images=None) -> dic
                 opset_version=opset,
                 dynamo=False,
             )
-        describe(onnx, temporary, model.config)
+        describe(onnx, temporary, model.config, source)
         report = validate(model, OnnxModel(temporary), images)
         if not report["passed"]:
             raise ModelError(
@@ -154,11 +160,15 @@ def export_onnx(model, path: str | Path, opset: int = OPSET, images=None) -> dic
     return {**report, "path": str(path), "opset": opset}
 
 
-def describe(onnx, path: Path, config) -> None:
-    """Stores the model config in the file's metadata, so the .onnx alone says what its logits mean."""
+def describe(onnx, path: Path, config, source: Path | None) -> None:
+    """Stores the model config in the file's metadata, so the .onnx alone says what its logits mean, and the
+    sha256 of the weights file `source` it was exported from, if any."""
     graph = onnx.load(str(path))
     entry = graph.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(dataclasses.asdict(config))
+    if source is not None:
+        entry = graph.metadata_props.add()
+        entry.key, entry.value = SOURCE_KEY, hashlib.sha256(Path(source).read_bytes()).hexdigest()
     graph.producer_name, graph.doc_string = "digitcnn", f"digitcnn {config.arch}: [0, 1] pixels -> logits"
     onnx.checker.check_model(graph)
     onnx.save(graph, str(path))
@@ -166,6 +176,8 @@ def describe(onnx, path: Path, config) -> None:
 
 def validate(model, exported: OnnxModel, images) -> dict:
     """PyTorch and onnxruntime logits on the same digits: the largest difference and whether labels agree."""
+    from .models import torch_logits
+
     expected = torch_logits(model, images, VALIDATION_BATCH_SIZE)
     actual = exported.predict_logits(images, VALIDATION_BATCH_SIZE)
     difference = float(np.abs(expected - actual).max())

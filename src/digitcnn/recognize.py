@@ -176,7 +176,7 @@ def digit_entry(probabilities: np.ndarray, box: list[int] | None, not_a_digit_th
 
 @functools.cache
 def shipped_model():
-    return load_model(None)
+    return load_model(None, onnx_twin=True)
 
 
 def read(image, model=None) -> dict:

@@ -11,13 +11,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .config import read_run_config, update_run_config
+from .config import WEIGHTS_FILE, read_run_config, update_run_config
 from .errors import DataError, ModelError
 from .files import atomic_path, atomic_write
-from .models import Classifier, build_model, model_config_from_dict
+from .model_config import model_config_from_dict
+from .models import Classifier, build_model
 
 HISTORY_FILE = "history.csv"
-WEIGHTS_FILE = "model.safetensors"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 MEMBERS_FOLDER = "members"  # an ensemble trained together: members/0, members/1, ... each a run folder
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")

@@ -154,7 +154,7 @@ def fit(
     data = data or DataConfig(dataset=model.config.dataset)  # fit alone knows only the model's data set
     if validation_split is not None:
         data = dataclasses.replace(data, validation_split=validation_split)
-    images, labels = as_pixels(x, keep_uint8=True), as_labels(y)
+    images, labels = as_pixels(x, keep_uint8=True), torch.from_numpy(as_labels(y))
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
     split_at = len(images) - int(len(images) * data.validation_split)
