@@ -68,3 +68,48 @@ def test_byte_dropout_keeps_the_expected_fraction_scaled_and_is_identity_in_eval
     assert torch.equal(layer.eval()(features), features)
     with pytest.raises(ValueError):
         ByteDropout(0.3)
+
+
+def trained_briefly(arch: str, x_train, y_train):
+    """A model whose BatchNorm statistics and scales are no longer their initial 0/1: a few real training steps."""
+    from digitcnn import fit
+
+    torch.manual_seed(0)
+    model = build_model(arch)
+    fit(model, x_train[:512], y_train[:512], batch_size=64, epochs=1, validation_split=0.0, verbose=False)
+    return model
+
+
+def assert_same_outputs(logits: torch.Tensor, expected: torch.Tensor) -> None:
+    """The same to 1e-5: probabilities absolutely, logits relative to their largest (float32 sums in another order
+    differ by a few units in the last place of the largest terms)."""
+    scale = expected.abs().max()
+    assert (logits - expected).abs().max() <= 1e-5 * scale, float((logits - expected).abs().max() / scale)
+    torch.testing.assert_close(logits.softmax(1), expected.softmax(1), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("arch", ["fast", "best"])
+def test_folded_batchnorm_gives_the_models_own_outputs(arch, mnist):
+    from digitcnn.models import fold_batchnorm, inference_network, torch_logits
+
+    (x_train, y_train), (x_test, _) = mnist
+    model = trained_briefly(arch, x_train, y_train).eval()
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(module, nn.BatchNorm2d) for module in folded.modules())
+    assert any(isinstance(module, nn.BatchNorm2d) for module in model.modules())  # the model itself is untouched
+    pixels = torch.as_tensor(x_test[:300]).float().div(255)[:, None]
+    with torch.inference_mode():
+        assert_same_outputs(folded(pixels), model(pixels))
+    # predict's path uses the folded copy, and a new one once the weights change.
+    assert inference_network(model) is inference_network(model) is not model
+    before = torch_logits(model, x_test[:300])
+    with torch.no_grad():
+        model.body[0].weight.mul_(0.5)
+    after = torch_logits(model, x_test[:300])
+    with torch.inference_mode():
+        assert_same_outputs(torch.from_numpy(after), model(pixels))
+    assert abs(after - before).max() > 1e-3
+    # A model whose layers are watched (forward hooks, as the look-inside view's) runs as it is.
+    handle = model.body[0].register_forward_hook(lambda *_: None)
+    assert inference_network(model) is model
+    handle.remove()
