@@ -73,3 +73,10 @@ def test_load_benchmark_serves_real_requests_without_errors(tmp_path):
     result = run_benchmark("load", tmp_path)
     assert result["requests"] == 200 and result["errors"] == 0 and result["wrong_labels"] <= 10
     assert set(result["server_rss_mb"]) == {"start", "middle", "end"}
+
+
+def test_startup_benchmark_times_help_and_both_predict_paths(tmp_path):
+    result = run_benchmark("startup", tmp_path)
+    assert result["runs"] == 2 and result["cores"] >= 1
+    for case in ("help", "predict, ONNX twin", "predict, PyTorch"):
+        assert 0 < result[case]["min_seconds"] <= result[case]["median_seconds"] <= result[case]["max_seconds"]
