@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,40 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+# The fields of every answer, from `predict --json` and POST /api/predict alike: the contract users code against,
+# written out here rather than taken from Reading.as_dict, so a change to it fails a test.
+ANSWER_FIELDS = {
+    "file",
+    "text",
+    "digits",
+    "label",
+    "class_name",
+    "confidence",
+    "probabilities",
+    "top3",
+    "unsure",
+    "error",
+    "not_a_digit",
+}
+
+# The browser tests: Debian's headless Chromium, driven by Playwright, against `digitcnn serve`.
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = REPO / "test-artifacts"
+# As the machine's probe found: without these, Chromium's background connections stall on a closed network.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# Each browser test module's `pytestmark`.
+BROWSER_MARKS = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists() and not shutil.which("chromium"), reason="needs Debian's chromium"),
+]
 
 
 def run_cli(*arguments, check=False, timeout=600, env=None, **kwargs) -> subprocess.CompletedProcess:
@@ -88,3 +123,13 @@ def live_server():
     """The real `digitcnn serve` with the shipped model."""
     with serving() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()

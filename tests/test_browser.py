@@ -1,41 +1,13 @@
 """End to end in a real browser: Debian's headless Chromium, driven by Playwright, against `digitcnn serve`."""
 
 import io
-import shutil
-from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from tests.conftest import REPO
+from tests.conftest import ARTIFACTS, BROWSER_MARKS
 
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = REPO / "test-artifacts"
-# As the machine's probe found: without these, Chromium's background connections stall on a closed network.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists() and not shutil.which("chromium"), reason="needs Debian's chromium"),
-]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
+pytestmark = BROWSER_MARKS
 
 
 @pytest.fixture(params=[{"width": 1000, "height": 700}, {"width": 390, "height": 844}], ids=["desktop", "phone"])

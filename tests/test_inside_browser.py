@@ -11,15 +11,18 @@ from digitcnn.images import load_image
 from digitcnn.inference import load_model
 from digitcnn.inside import TUTORIAL_MODEL
 from digitcnn.preprocess import preprocess
-from tests.test_browser import ARTIFACTS, browser, draw, pytestmark  # noqa: F401 (the fixture and the marks)
+from tests.conftest import ARTIFACTS, BROWSER_MARKS
+from tests.test_browser import draw
 from tests.test_inside import BEST_LABELS, SEED_LABELS, body_outputs
+
+pytestmark = BROWSER_MARKS
 
 SEVEN = [[(0.4, 0.2), (0.6, 0.2), (0.47, 0.85)]]  # as tall as it is wide on the 3:1 pad: one digit
 ROWS_SHOWN = "Number(document.getElementById('inside').dataset.layers || 0)"
 
 
 @pytest.fixture
-def page(browser, live_server):  # noqa: F811 (browser is test_browser's fixture)
+def page(browser, live_server):
     context = browser.new_context(viewport={"width": 1000, "height": 800})
     opened = context.new_page()
     opened.goto(live_server + "/")

@@ -20,20 +20,8 @@ from digitcnn.nondigits import FONT_FOLDER, GENERATOR_VERSION, generate
 from digitcnn.rejection import NOT_A_DIGIT, REJECT, choose_threshold, flagged, rejects
 from digitcnn.runs import save_model
 from digitcnn.serve import create_app
+from tests.conftest import ANSWER_FIELDS
 
-FIELDS = {
-    "file",
-    "text",
-    "digits",
-    "label",
-    "class_name",
-    "confidence",
-    "probabilities",
-    "top3",
-    "unsure",
-    "error",
-    "not_a_digit",
-}
 TRAINING_DIGITS = 6000  # --limit: 5,400 to train on, 600 to choose the threshold on
 
 
@@ -136,7 +124,7 @@ def test_mnist_test_digits_are_rarely_flagged_and_a_digit_file_answers_as_a_digi
     Image.fromarray(255 - x_test[0]).resize((140, 140), Image.Resampling.BICUBIC).save(path)
     assert main(["predict", "--json", "--model", str(rejecting_run), str(path)]) == 0
     answer = json.loads(capsys.readouterr().out)
-    assert set(answer) == FIELDS and answer["label"] == int(y_test[0]) and answer["error"] is None
+    assert set(answer) == ANSWER_FIELDS and answer["label"] == int(y_test[0]) and answer["error"] is None
     assert answer["not_a_digit"] < model.config.not_a_digit_threshold and len(answer["probabilities"]) == 10
 
 
@@ -147,7 +135,7 @@ def test_not_a_digit_through_the_cli(everything_rejected, non_digit_files, capsy
     answers = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [answer["file"] for answer in answers] == paths
     for answer in answers:
-        assert set(answer) == FIELDS
+        assert set(answer) == ANSWER_FIELDS
         assert answer["label"] is None and answer["unsure"] is True and answer["error"] == NOT_A_DIGIT
         assert answer["class_name"] is None and answer["confidence"] is None and answer["top3"] is not None
         assert len(answer["probabilities"]) == 10 and 0 <= answer["not_a_digit"] <= 1
@@ -167,7 +155,7 @@ def test_not_a_digit_and_blank_through_the_http_api(everything_rejected, non_dig
             response = client.post("/api/predict", files={"file": (name, (non_digit_files / name).read_bytes())})
             assert response.status_code == 200
             answer = response.json()
-            assert set(answer) == FIELDS and answer["file"] == name and answer["not_a_digit"] is not None
+            assert set(answer) == ANSWER_FIELDS and answer["file"] == name and answer["not_a_digit"] is not None
             assert answer["label"] is None and answer["unsure"] is True and answer["error"] == NOT_A_DIGIT
         blank = client.post("/api/predict", content=png(lambda draw: None))
         assert blank.status_code == 200
@@ -187,7 +175,7 @@ def test_a_model_without_the_output_answers_as_before(mnist, non_digit_files, tm
     letter = str(non_digit_files / "letter.png")
     assert main(["predict", "--json", "--model", str(run), letter]) == 0
     answer = json.loads(capsys.readouterr().out)
-    assert set(answer) == FIELDS and answer["not_a_digit"] is None and answer["error"] is None
+    assert set(answer) == ANSWER_FIELDS and answer["not_a_digit"] is None and answer["error"] is None
     assert answer["label"] in range(10) and len(answer["probabilities"]) == 10
     assert main(["predict", "--csv", "--model", str(run), letter]) == 0
     row = capsys.readouterr().out.splitlines()[1].split(",")

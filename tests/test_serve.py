@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from digitcnn.serve import MAX_BODY_BYTES, create_app
-from tests.conftest import serving
+from tests.conftest import ANSWER_FIELDS, serving
 from tests.test_preprocess import png_header_only
 
 
@@ -41,19 +41,7 @@ def test_real_digits_get_their_labels_as_multipart_and_as_raw_bodies(client, mni
         answer = multipart.json()
         assert answer["label"] == int(y_test[index]) and answer["file"] == f"{index}.png"
         assert raw.json()["probabilities"] == answer["probabilities"] and raw.json()["file"] is None
-        assert set(answer) == {
-            "file",
-            "text",
-            "digits",
-            "label",
-            "class_name",
-            "confidence",
-            "probabilities",
-            "top3",
-            "unsure",
-            "error",
-            "not_a_digit",
-        }
+        assert set(answer) == ANSWER_FIELDS
 
 
 def test_the_answer_is_what_the_cli_prints(client, mnist, tmp_path):

@@ -4,11 +4,13 @@ kept in the browser and on the server (`serve --samples DIR`), downloaded as a z
 import zipfile
 
 from digitcnn.config import read_run_config
-from tests.conftest import run_cli, serving
-from tests.test_browser import browser, draw, pytestmark, wait_for_label  # noqa: F401 (the fixture and the same skips)
+from tests.conftest import BROWSER_MARKS, run_cli, serving
+from tests.test_browser import draw, wait_for_label
+
+pytestmark = BROWSER_MARKS
 
 
-def test_teaching_a_digit_keeps_it_and_the_downloaded_zip_fine_tunes(browser, tmp_path):  # noqa: F811 (the fixture)
+def test_teaching_a_digit_keeps_it_and_the_downloaded_zip_fine_tunes(browser, tmp_path):
     kept = tmp_path / "server-samples"
     with serving("--samples", kept) as url:
         context = browser.new_context(viewport={"width": 1000, "height": 800}, accept_downloads=True)
