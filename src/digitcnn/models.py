@@ -247,8 +247,12 @@ def inference_network(model: nn.Module) -> nn.Module:
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """An eval-mode copy of `model` in which every BatchNorm2d that follows a Conv2d in a Sequential is folded
-    into that convolution's weights and bias."""
+    into that convolution's weights and bias, and activations work in place (nothing needs their inputs without
+    gradients)."""
     folded = copy.deepcopy(model).eval()
+    for module in folded.modules():
+        if isinstance(module, nn.ReLU | nn.LeakyReLU):
+            module.inplace = True
     for sequence in [module for module in folded.modules() if isinstance(module, nn.Sequential)]:
         layers: list[nn.Module] = []
         for layer in sequence:
