@@ -209,10 +209,15 @@ def locate_digit(ink: np.ndarray) -> tuple[slice, slice]:
 
 
 def otsu_threshold(values: np.ndarray) -> float:
-    """The grey level that best splits ink from paper (Otsu, 1979), on a 256-bin histogram."""
-    histogram, edges = np.histogram(values, bins=256, range=(0.0, 1.0))
-    weights = histogram.astype(np.float64) / max(values.size, 1)
-    centres = (edges[:-1] + edges[1:]) / 2
+    """The grey level that best splits ink from paper (Otsu, 1979), on a 256-bin histogram of [0, 1] (values
+    outside it are left out, as np.histogram leaves them; bincount makes the same bins in half its time)."""
+    values = np.asarray(values)
+    count = values.size
+    if count and (values.min() < 0 or values.max() > 1):
+        values = values[(values >= 0) & (values <= 1)]
+    histogram = np.bincount(np.minimum((values.ravel() * 256).astype(np.intp), 255), minlength=256)
+    weights = histogram.astype(np.float64) / max(count, 1)
+    centres = (np.arange(256) + 0.5) / 256
     below = np.cumsum(weights)
     mean_below = np.cumsum(weights * centres)
     total_mean = mean_below[-1]
