@@ -114,7 +114,9 @@ def test_the_shipped_models_tiles_are_its_own_layer_outputs(mnist):
         np.testing.assert_allclose(view.probabilities, predict(model, image), atol=1e-6)
         assert view.target == int(predict(model, image).argmax())
         steps = InsideConfig().saliency_steps
-        np.testing.assert_allclose(view.saliency, integrated_gradients(model, image, view.target, steps=steps))
+        # explain's saliency, to float rounding: the view computes it on the model's BatchNorm-folded copy.
+        expected = integrated_gradients(model, image, view.target, steps=steps)
+        np.testing.assert_allclose(view.saliency, expected, rtol=1e-3, atol=1e-4 * np.abs(expected).max())
         np.testing.assert_array_equal(view.input, image.astype(np.float32))
 
 

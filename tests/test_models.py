@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -109,6 +110,10 @@ def test_folded_batchnorm_gives_the_models_own_outputs(arch, mnist):
     with torch.inference_mode():
         assert_same_outputs(torch.from_numpy(after), model(pixels))
     assert abs(after - before).max() > 1e-3
+    # Made inside predict's inference mode, the copy still takes gradients (the look-inside view's saliency).
+    from digitcnn.explain import integrated_gradients
+
+    assert np.isfinite(integrated_gradients(inference_network(model), x_test[0] / 255, steps=4)).all()
     # A model whose layers are watched (forward hooks, as the look-inside view's) runs as it is.
     handle = model.body[0].register_forward_hook(lambda *_: None)
     assert inference_network(model) is model

@@ -16,7 +16,7 @@ from .errors import NoLayersError
 from .explain import integrated_gradients
 from .metrics import softmax
 from .model_config import is_torch_model
-from .models import ByteDropout, Classifier, Ensemble, torch_logits
+from .models import ByteDropout, Classifier, Ensemble, inference_network, torch_logits
 from .pixels import SIDE, as_pixels
 
 # Modules that belong to the convolution block they follow: a block's tiles are its last one's output, what the
@@ -189,7 +189,8 @@ def look_inside(model, image, target: int | None = None, config: InsideConfig | 
             LayerView(step.name, step.kind, label(step, shape), step.parts, shape, channels, tiles, low, high)
         )
     target = int(logits.argmax()) if target is None else int(target)
-    saliency = integrated_gradients(model, pixels[0, 0], target=target, steps=config.saliency_steps)
+    # On the BatchNorm-folded copy predict runs: the same function, without BatchNorm's passes forward and back.
+    saliency = integrated_gradients(inference_network(model), pixels[0, 0], target=target, steps=config.saliency_steps)
     probabilities = softmax(logits, model.config.temperature).astype(np.float32)
     return InsideView(
         model.config.arch,

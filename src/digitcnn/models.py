@@ -239,7 +239,9 @@ def inference_network(model: nn.Module) -> nn.Module:
         cached = _inference_copies.get(model)
     if cached is not None and cached[0] == stamp:
         return cached[1]
-    folded = fold_batchnorm(model)
+    # Made outside inference mode (torch_logits runs in it), so the copy can also take gradients (a saliency).
+    with torch.inference_mode(False):
+        folded = fold_batchnorm(model)
     with _inference_copies_lock:
         _inference_copies[model] = (stamp, folded)
     return folded
