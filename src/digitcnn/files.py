@@ -1,6 +1,8 @@
-"""Atomic file writes: a crash or Ctrl-C leaves either the old file or the new one, never half of one."""
+"""Atomic file writes: a crash or Ctrl-C leaves either the old file or the new one, never half of one. And a
+file's sha256, by which an ONNX twin names the weights it was exported from."""
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -41,3 +43,7 @@ def current_umask() -> int:
     mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
     os.umask(mask)
     return mask
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -1,7 +1,6 @@
 """load_model, predict and evaluate: the one inference path the CLI, the API, the server and the tests share.
 PyTorch is imported only where a PyTorch model is built or run: a model's ONNX twin reads images without it."""
 
-import hashlib
 import json
 from pathlib import Path
 from typing import NamedTuple
@@ -10,6 +9,7 @@ import numpy as np
 
 from .config import WEIGHTS_FILE, read_run_config
 from .errors import ModelError
+from .files import file_sha256
 from .metrics import negative_log_likelihood, softmax
 from .model_config import is_torch_model, model_config_from_dict
 
@@ -62,10 +62,6 @@ def weights_file(source: str | Path | None) -> Path | None:
     if not path.exists():
         raise ModelError(f"model {path} does not exist")
     raise ModelError(f"{path} is neither a run folder nor a {WEIGHTS_FILE} or .onnx file")
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def load_twin(weights: Path, run_dir: Path | None = None):

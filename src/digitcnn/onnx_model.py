@@ -8,7 +8,6 @@ come with the export extra and are imported only when asked for, so the package 
 
 import copy
 import dataclasses
-import hashlib
 import importlib
 import json
 import os
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ModelError
-from .files import atomic_path
+from .files import atomic_path, file_sha256
 from .model_config import ModelConfig, model_config_from_dict
 from .pixels import SIDE, pixel_array
 
@@ -168,7 +167,7 @@ def describe(onnx, path: Path, config, source: Path | None) -> None:
     entry.key, entry.value = METADATA_KEY, json.dumps(dataclasses.asdict(config))
     if source is not None:
         entry = graph.metadata_props.add()
-        entry.key, entry.value = SOURCE_KEY, hashlib.sha256(Path(source).read_bytes()).hexdigest()
+        entry.key, entry.value = SOURCE_KEY, file_sha256(source)
     graph.producer_name, graph.doc_string = "digitcnn", f"digitcnn {config.arch}: [0, 1] pixels -> logits"
     onnx.checker.check_model(graph)
     onnx.save(graph, str(path))
