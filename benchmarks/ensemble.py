@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import machine, write_result
-from digitcnn.config import DataConfig, read_run_config, trained_on
+from digitcnn.config import DataConfig, read_run_config
 from digitcnn.inference import load_model, predict_logits
-from digitcnn.jobs import load_split
+from digitcnn.jobs import load_split, trained_on
 from digitcnn.metrics import softmax
 from digitcnn.report import validation_slice
 from digitcnn.runs import MEMBERS_FOLDER

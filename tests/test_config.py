@@ -16,10 +16,10 @@ from digitcnn.config import (
     choices,
     read_run_config,
     recipe,
-    trained_on,
     write_run_config,
 )
 from digitcnn.inference import load_model
+from digitcnn.jobs import trained_on
 from tests.conftest import run_cli
 
 
@@ -53,7 +53,7 @@ def test_help_shows_each_architectures_own_default(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert (
         "passes over the training set (plateau: at most) "
-        "(default: 3 for fast; 20 for seed; 15 for best, deep, unpooled)" in text
+        "(default: 3 for fast; 20 for seed; 15 for best, deep, unpooled; 12 for fast on fashion-mnist)" in text
     )
     assert "peak learning rate (default: 0.2 for fast, best, deep, unpooled; 0.001 for seed)" in text
     assert "SGD momentum (default: 0.9)" in text and "(default: 0.1)" in text and "recipe default" not in text
@@ -169,3 +169,12 @@ def test_a_run_folder_in_the_old_layout_resumes_and_reports_as_before(small_run,
     run_cli("evaluate", "--model", run, "--report", tmp_path / "report", check=True)
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert metrics["calibration"]["validation_examples"] == 800
+
+
+def test_a_built_in_data_set_with_a_recipe_of_its_own_trains_by_it_unless_told_otherwise(capsys):
+    assert recipe("fast", "mnist").epochs == recipe("fast").epochs == 3
+    assert recipe("fast", "fashion-mnist").epochs == 12 and recipe("fast", "fashion-mnist", epochs=5).epochs == 5
+    assert recipe("best", "fashion-mnist") == recipe("best")
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    assert "12 for fast on fashion-mnist" in " ".join(capsys.readouterr().out.split())

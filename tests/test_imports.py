@@ -68,3 +68,25 @@ def test_the_graph_is_read_from_the_source():
 def test_no_module_imports_one_that_imports_it_back():
     circles = [" -> ".join(circle) for circle in cycles(import_graph())]
     assert not circles, "import circles:\n" + "\n".join(circles)
+
+
+def test_every_name_a_module_imports_from_the_package_exists():
+    """Each `from .x import name` resolves: importing every module (functions' imports too, read from the source)
+    finds a name that moved to another module without its importers following."""
+    import importlib.util
+
+    missing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = module_name(path)
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = package.rsplit(".", node.level - 1)[0]
+                source = importlib.import_module(".".join(part for part in (base, node.module) if part))
+                for alias in node.names:
+                    if hasattr(source, alias.name):
+                        continue
+                    is_package = hasattr(source, "__path__")  # `from . import x` names a submodule x
+                    if not is_package or importlib.util.find_spec(f"{source.__name__}.{alias.name}") is None:
+                        missing.append(f"{name}: {alias.name} from {source.__name__}")
+    assert not missing, "imports of names that are not there:\n" + "\n".join(missing)

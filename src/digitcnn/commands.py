@@ -89,9 +89,8 @@ def run_ensemble(arguments) -> int:
 
 
 def run_evaluate(arguments) -> int:
-    from .config import trained_on
     from .inference import evaluate, load_model
-    from .jobs import load_split
+    from .jobs import load_split, trained_on
 
     model = load_model(arguments.model)
     trained = trained_on(arguments.model, model.config)

@@ -13,12 +13,11 @@ from .config import (
     RunConfig,
     read_run_config,
     recipe,
-    trained_on,
     write_run_config,
 )
 from .errors import DigitcnnError
 from .inference import evaluate, load_model
-from .jobs import finish_run, load_split, train_run
+from .jobs import finish_run, load_split, train_run, trained_on
 from .model_config import ModelConfig, is_torch_model
 from .models import Ensemble
 from .report import validation_slice

@@ -12,11 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import FinetuneConfig, trained_on, update_run_config
+from .config import FinetuneConfig, update_run_config
 from .errors import DigitcnnError
 from .folders import read_samples, split_per_class
 from .inference import evaluate, load_model, predict_logits
-from .jobs import finish_run, load_labelled, skipped
+from .jobs import finish_run, load_labelled, skipped, trained_on
 from .metrics import fit_temperature
 from .model_config import is_torch_model
 from .models import Classifier

@@ -14,7 +14,7 @@ from .data import class_names, load_data
 from .errors import DigitcnnError
 from .folders import is_image_folder, read_samples, split_per_class
 from .inference import evaluate, predict
-from .model_config import INPUT_STATISTICS
+from .model_config import INPUT_STATISTICS, ModelConfig
 from .models import build_model
 from .rejection import NOT_A_DIGIT, REJECT, calibrate, flagged, rejects, training_nondigits
 from .runs import CHECKPOINT_FILE, WEIGHTS_FILE, save_model_file
@@ -92,7 +92,8 @@ def train_run(
     elif (out / CHECKPOINT_FILE).exists():
         raise DigitcnnError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     else:
-        data, train_config = data or DataConfig(), recipe(arch, **overrides)
+        data = data or DataConfig()
+        train_config = recipe(arch, data.dataset if data.path is None else None, **overrides)
         if train_config.reject and data.path is None and data.dataset != "mnist":
             raise DigitcnnError(f"--reject is for digits (mnist or your own data), not {data.dataset}")
     (x_train, y_train), (x_test, y_test), names = load_labelled(data)
@@ -166,3 +167,14 @@ def finish_run(model, out: Path, x_test, y_test, **facts) -> dict:
         predicted = predict(model, x_test[:10]).argmax(axis=1)
         plot_predictions(x_test[:10], y_test[:10], predicted, out / FIGURE_FILE, class_names=model.config.class_names)
     return results
+
+
+def trained_on(source, model_config: ModelConfig | None = None) -> DataConfig:
+    """The data a model was trained on: its run folder's data section. A lone model file (the shipped one too), or
+    a folder that does not say, was trained on its own data set, all of it, with the default split held out."""
+    if source is not None and Path(source).is_dir():
+        run = read_run_config(source)
+        if run.data is not None:
+            return run.data
+        model_config = run.model or model_config
+    return DataConfig(dataset=model_config.dataset if model_config is not None else DataConfig.dataset)

@@ -150,8 +150,9 @@ def fit(
     `nondigits` (images) join the training part as the model's last class, "not a digit" (rejection.py)."""
     given = {"batch_size": batch_size, "epochs": epochs, "seed": seed, **overrides}
     given = {key: value for key, value in given.items() if value is not None}
-    config = recipe(model.config.arch, **{**(dataclasses.asdict(config) if config else {}), **given})
     data = data or DataConfig(dataset=model.config.dataset)  # fit alone knows only the model's data set
+    dataset = data.dataset if data.path is None else None
+    config = recipe(model.config.arch, dataset, **{**(dataclasses.asdict(config) if config else {}), **given})
     if validation_split is not None:
         data = dataclasses.replace(data, validation_split=validation_split)
     images, labels = as_pixels(x, keep_uint8=True), torch.from_numpy(as_labels(y))
