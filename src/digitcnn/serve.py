@@ -279,8 +279,10 @@ def create_app(model_source: str | Path | None = None, workers: int = 1, samples
     torch.set_num_threads(1)
     # Answers come from the model's ONNX twin when it has one (the shipped model does): single images run faster
     # on onnxruntime than on PyTorch (benchmarks.onnx_vs_torch); the look-inside view needs the PyTorch layers.
-    reading_model = load_model(model_source, onnx_twin=True)
-    reader = ThreadReader(reading_model) if workers == 1 else ProcessReader(model_source, workers)
+    if workers == 1:
+        reader = ThreadReader(load_model(model_source, onnx_twin=True))
+    else:  # each reader process loads it (start_reader)
+        reader = ProcessReader(model_source, workers)
     results = model_results(model_source) if model_source else model_results(default_model_path())
     health = {
         "status": "ok",
