@@ -17,6 +17,7 @@ from digitcnn.config import RECIPES, TrainConfig, read_run_config
 from digitcnn.ensemble import ensemble_of
 from digitcnn.inference import SHIPPED_MODEL, load_model, predict
 from digitcnn.nondigits import FONT_FOLDER, GENERATOR_VERSION, generate
+from digitcnn.recognize import read_images
 from digitcnn.rejection import NOT_A_DIGIT, REJECT, choose_threshold, flagged, rejects
 from digitcnn.runs import save_model
 from digitcnn.serve import create_app
@@ -222,3 +223,20 @@ def test_generated_non_digits_are_framed_as_mnist_and_reproducible(mnist):
 def test_the_threshold_flags_at_most_the_budget_of_validation_digits():
     scores = np.linspace(0, 1, 1001)
     assert choose_threshold(scores) >= np.quantile(scores, 0.995) and choose_threshold(np.zeros(50)) == 0.5
+
+
+def test_an_image_is_not_a_digit_by_its_digits_scores_or_its_whole(rejecting_run, everything_rejected, mnist):
+    from digitcnn.recognize import image_score
+    from tests.test_numbers import number_png
+
+    # One digit read: its own score, or the whole image's read as one digit if that is higher (a scribble's one
+    # digit-like stroke kept, the rest left out); several: their mean.
+    assert image_score(np.array([0.2]), 0.9) == 0.9 and image_score(np.array([0.6]), None) == 0.6
+    assert image_score(np.array([0.2, 0.9, 0.7]), 0.99) == pytest.approx(0.6)
+    _, (x_test, y_test) = mnist
+    number = number_png(x_test, [0, 1, 2], "wide gaps")  # 7 2 1: digits side by side are trained as non-digits
+    (reading,) = read_images(load_model(rejecting_run), [number])
+    assert reading.text == "".join(map(str, y_test[:3])) and reading.error is None
+    (rejected,) = read_images(load_model(everything_rejected), [number])
+    assert rejected.error == NOT_A_DIGIT and rejected.text == "" and rejected.label is None
+    assert [digit["label"] for digit in rejected.digits] == [None] * 3 and rejected.not_a_digit is not None

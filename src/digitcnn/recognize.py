@@ -82,6 +82,7 @@ def read_images(
 def read_chunk(model, sources: list, names: list, keep_originals: bool, config: SegmentConfig) -> list[Reading]:
     reads_numbers = [str(digit) for digit in range(DIGITS)] == list(model.config.class_names[:DIGITS])
     readings, inputs = [], []
+    wholes: dict[int, np.ndarray] = {}  # reading index -> the image framed whole as one digit (reject models)
     for source, name in zip(sources, names, strict=True):
         reading = Reading(file=name)
         try:
@@ -90,6 +91,8 @@ def read_chunk(model, sources: list, names: list, keep_originals: bool, config: 
             if reads_numbers:
                 reading.layout = lay_out(image, config)
                 inputs.extend(reading.layout.inputs)
+                if rejects(model.config):
+                    wholes[len(readings)] = whole_image(image)
             else:
                 reading.input = preprocess(image)
                 inputs.append(reading.input)
@@ -99,15 +102,20 @@ def read_chunk(model, sources: list, names: list, keep_originals: bool, config: 
             reading.error, reading.failure = str(error), error
         readings.append(reading)
     logits = predict_logits(model, np.stack(inputs)) if inputs else np.zeros((0, model.config.num_classes))
+    wholes = {index: image for index, image in wholes.items() if image is not None}
+    whole_scores = {}
+    if wholes:
+        scores = calibrated(predict_logits(model, np.stack(list(wholes.values()))), model)[:, -1]
+        whole_scores = dict(zip(wholes, scores.tolist(), strict=True))
     start = 0
-    for reading in readings:
+    for index, reading in enumerate(readings):
         if reading.layout is not None:
             count = len(reading.layout.inputs)
             own = logits[start : start + count]
             # Components that may hold two digits are cut; the new candidates (if any are new) are scored.
             if cut_unsure(reading.layout, own, config) and len(reading.layout.inputs) > count:
                 own = np.concatenate([own, predict_logits(model, np.stack(reading.layout.inputs[count:]))])
-            take_digits(reading, own, model, config)
+            take_digits(reading, own, model, config, whole_scores.get(index))
             start += count
         elif reading.input is not None:
             probabilities = calibrated(logits[start], model)
@@ -131,9 +139,20 @@ def opened(source, max_side: int):
     return load_image(source, max_side=max_side)
 
 
-def take_digits(reading: Reading, logits: np.ndarray, model, config: SegmentConfig) -> None:
+def whole_image(image) -> np.ndarray | None:
+    """The image framed as one digit, as `preprocess` frames a lone digit; None when it finds none."""
+    try:
+        return preprocess(image)
+    except NoDigitError:
+        return None
+
+
+def take_digits(
+    reading: Reading, logits: np.ndarray, model, config: SegmentConfig, whole_score: float | None = None
+) -> None:
     """The reading of a number from its layout's scored candidates: a lone digit fills every field as it
-    always has; several leave `label` (and the fields of one digit) empty, `confidence` the least sure digit's."""
+    always has; several leave `label` (and the fields of one digit) empty, `confidence` the least sure digit's.
+    With the "not a digit" output, `whole_score` is its probability for the whole image read as one digit."""
     layout, reading.layout = reading.layout, None
     probabilities = calibrated(logits, model)
     threshold = getattr(model.config, "not_a_digit_threshold", None)  # a model with the "not a digit" output
@@ -158,6 +177,29 @@ def take_digits(reading: Reading, logits: np.ndarray, model, config: SegmentConf
         fill(reading, probabilities[chosen[0]], model.config)
     else:
         reading.confidence = min(digit["confidence"] for digit in reading.digits)
+    if threshold is not None and reading.error is None:
+        score = image_score(probabilities[chosen, -1], whole_score)
+        if score >= threshold:
+            say_not_a_digit(reading, score)
+
+
+def image_score(scores: np.ndarray, whole_score: float | None) -> float:
+    """The "not a digit" probability of a whole image from those of the digits the search chose. One digit: its
+    own, or the image's read whole as one digit if higher (the search may have kept one digit-like stroke of a
+    scribble and left the rest out). Several: their mean (a scribble cut in pieces reads as digits each somewhat
+    unlike one; each digit of a number is clearly one). Chosen on the generator's own non-digits and validation
+    digits and numbers (benchmarks/README.md), never on the held-out families."""
+    if len(scores) == 1:
+        return max(float(scores[0]), whole_score if whole_score is not None else 0.0)
+    return float(np.mean(scores))
+
+
+def say_not_a_digit(reading: Reading, score: float) -> None:
+    """The whole image is not a digit, nor a number: no label and no text, its digits none either."""
+    reading.label = reading.class_name = reading.confidence = None
+    reading.unsure, reading.error, reading.not_a_digit, reading.text = True, NOT_A_DIGIT, round(score, 6), ""
+    for digit in reading.digits:
+        digit["label"], digit["unsure"] = None, True
         reading.unsure = any(digit["unsure"] for digit in reading.digits)
 
 
