@@ -85,6 +85,7 @@ def test_a_spaced_number_reads_left_to_right_through_the_cli_and_the_api(mnist, 
         for x0, y0, x1, y1 in (digit["box"] for digit in printed["digits"])
     )
     assert printed["confidence"] == min(digit["confidence"] for digit in printed["digits"])
+    assert printed["unsure"] == any(digit["unsure"] for digit in printed["digits"])
     answered = client.post("/api/predict", files={"file": (str(tmp_path / "number.png"), png)})
     assert answered.status_code == 200 and answered.json() == printed
     assert main(["predict", "--csv", str(tmp_path / "number.png")]) == 0

@@ -177,6 +177,7 @@ def take_digits(
         fill(reading, probabilities[chosen[0]], model.config)
     else:
         reading.confidence = min(digit["confidence"] for digit in reading.digits)
+        reading.unsure = any(digit["unsure"] for digit in reading.digits)
     if threshold is not None and reading.error is None:
         score = image_score(probabilities[chosen, -1], whole_score)
         if score >= threshold:
@@ -200,7 +201,6 @@ def say_not_a_digit(reading: Reading, score: float) -> None:
     reading.unsure, reading.error, reading.not_a_digit, reading.text = True, NOT_A_DIGIT, round(score, 6), ""
     for digit in reading.digits:
         digit["label"], digit["unsure"] = None, True
-        reading.unsure = any(digit["unsure"] for digit in reading.digits)
 
 
 def digit_entry(probabilities: np.ndarray, box: list[int] | None, not_a_digit_threshold: float | None = None) -> dict:
