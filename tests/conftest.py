@@ -1,6 +1,7 @@
 """Shared fixtures: real MNIST (the cache is built once per CI run) and one small real training run."""
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -60,6 +61,26 @@ def run_cli(*arguments, check=False, timeout=600, env=None, **kwargs) -> subproc
     if check and result.returncode != 0:
         raise AssertionError(f"digitcnn {' '.join(map(str, arguments))} exited {result.returncode}:\n{result.stderr}")
     return result
+
+
+def run_benchmark(name: str, *arguments, check: bool = True) -> subprocess.CompletedProcess:
+    """Runs `python -m benchmarks.NAME ARGUMENTS` from the repository root, as the benchmarks' docstrings say to."""
+    result = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{name}", *map(str, arguments)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def tiny_benchmark(name: str, tmp_path, *arguments) -> tuple[dict, subprocess.CompletedProcess]:
+    """A benchmark's --tiny smoke run: (the JSON it wrote beside --out, as NAME.tiny.json; the finished process)."""
+    result = run_benchmark(name, "--tiny", "--out", tmp_path / f"{name}.json", *arguments)
+    return json.loads((tmp_path / f"{name}.tiny.json").read_text()), result
 
 
 @pytest.fixture(scope="session")

@@ -1,26 +1,15 @@
 """Benchmarks run end to end in tiny mode: the scripts work; their figures come from full runs, never from tests."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import run_benchmark, run_cli, tiny_benchmark
 
 
 def test_onnx_vs_torch_benchmark_measures_both_runtimes(tmp_path):
-    out = tmp_path / "onnx_vs_torch.json"
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.onnx_vs_torch", "--tiny", "--out", str(out)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads((tmp_path / "onnx_vs_torch.tiny.json").read_text())
+    report, result = tiny_benchmark("onnx_vs_torch", tmp_path)
     for side in ("pytorch", "onnxruntime"):
         figures = report[side]
         assert figures["images_per_second"] > 0 and 0 < figures["latency_p50_ms"] <= figures["latency_p99_ms"]
@@ -39,14 +28,7 @@ def test_ensemble_summary_counts_the_validation_mistakes_its_members_share(tmp_p
         "train", "--ensemble", 2, "--arch", "fast", "--limit", 4000, "--epochs", 1, "--out", run, "--quiet", check=True
     )
     out = tmp_path / "summary.json"
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.ensemble", str(run), "--out", str(out)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_benchmark("ensemble", run, "--out", out)
     summary = json.loads(out.read_text())
     (x_train, y_train), _ = load_data()
     # Both members held out the last 400 of the first 4,000 training digits.
@@ -79,14 +61,7 @@ def test_ensemble_summary_counts_the_validation_mistakes_its_members_share(tmp_p
         "--quiet",
         check=True,
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.ensemble", str(run), "--candidate", str(candidate), "--out", str(out)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_benchmark("ensemble", run, "--candidate", candidate, "--out", out)
     figures = json.loads(out.read_text())["candidates"][0]
     models = [load_model(run / "members" / "0"), load_model(run / "members" / "1"), load_model(candidate)]
     probabilities = [softmax(predict_logits(model, images)) for model in models]  # temperature 1, as averaged
@@ -99,13 +74,7 @@ def test_ensemble_summary_counts_the_validation_mistakes_its_members_share(tmp_p
     # One that held out other digits cannot be judged on these.
     other = tmp_path / "other"
     run_cli("train", "--arch", "fast", "--limit", 2000, "--epochs", 1, "--out", other, "--quiet", check=True)
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.ensemble", str(run), "--candidate", str(other), "--out", str(out)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = run_benchmark("ensemble", run, "--candidate", other, "--out", out, check=False)
     assert result.returncode != 0 and "did not hold out the validation digits" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -130,14 +99,7 @@ def test_ensemble_summary_of_members_trained_on_the_whole_training_set(tmp_path)
         check=True,
     )
     out = tmp_path / "summary.json"
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.ensemble", str(run), "--out", str(out)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_benchmark("ensemble", run, "--out", out)
     summary = json.loads(out.read_text())
     # No digit was held out from both members, so there is no validation figure to report, and none is made up.
     assert summary["validation_examples"] == 0 and "validation_accuracy" not in summary

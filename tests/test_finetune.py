@@ -12,6 +12,7 @@ from digitcnn.cli import main
 from digitcnn.config import read_run_config
 from digitcnn.errors import DataError
 from digitcnn.folders import read_samples, split_per_class
+from tests.conftest import tiny_benchmark
 
 NARROW = 0.35  # of a digit's own width: a hand the shipped model reads badly (benchmarks/finetune.py)
 
@@ -164,21 +165,7 @@ def test_train_on_letter_folders_answers_with_letter_names(tmp_path, capsys):
 
 
 def test_the_finetune_benchmark_runs_end_to_end(tmp_path):
-    import subprocess
-    import sys
-
-    from tests.conftest import REPO
-
-    out = tmp_path / "finetune.json"
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.finetune", "--tiny", "--out", str(out)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads((tmp_path / "finetune.tiny.json").read_text())
+    report, _ = tiny_benchmark("finetune", tmp_path)
     ((style, row),) = report["styles"].items()
     assert row["samples_taught"] == 30 and row["samples_read"] == 50 and 0 <= row["read_after"] <= 1
     assert row["mnist_test_after"] > 0.98 and row["seconds"] > 0 and report["cpu"]

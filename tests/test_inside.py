@@ -21,7 +21,7 @@ from digitcnn.inference import evaluate, load_model, predict, predict_logits
 from digitcnn.inside import TUTORIAL_MODEL, look_inside
 from digitcnn.models import ModelConfig, build_model
 from digitcnn.runs import save_model_file
-from tests.conftest import run_cli
+from tests.conftest import run_cli, tiny_benchmark
 
 # What the view must call each layer of the shipped `best` network, written out by hand from models.py.
 BEST_LABELS = [
@@ -315,21 +315,8 @@ def test_the_shipped_tutorial_network_is_the_trained_seed_model(mnist):
 
 
 def test_the_benchmark_measures_time_size_and_saliency_steps(tmp_path):
-    import subprocess
-    import sys
-
-    from tests.conftest import REPO
-
-    out = tmp_path / "inside.json"
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.inside", "--tiny", "--out", str(out)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    figures = json.loads((tmp_path / "inside.tiny.json").read_text())["models"]["default"]
+    report, result = tiny_benchmark("inside", tmp_path)
+    figures = report["models"]["default"]
     assert figures["arch"] == "best" and figures["requests"] == 8
     assert 0 < figures["server_ms"]["p50"] <= figures["server_ms"]["p90"] and figures["server_cpu_ms"]["p50"] > 0
     assert 50_000 < figures["response_bytes"]["max"] <= MAX_RESPONSE_BYTES

@@ -1,14 +1,10 @@
 """The speed issue's CI checks: an accuracy gate for the fast recipe, and its benchmarks run end to end
 in tiny mode (the figures themselves come from the full benchmark runs, never from tests)."""
 
-import json
-import subprocess
-import sys
-
 import torch
 
 from digitcnn import build_model, evaluate, fit
-from tests.conftest import REPO
+from tests.conftest import tiny_benchmark
 
 # The fast recipe (3 epochs) on the first 10,000 training images: 98.52-98.85% over seeds 0-2 when written.
 FAST_ON_10000_FLOOR = 0.980
@@ -22,34 +18,21 @@ def test_the_fast_recipe_on_ten_thousand_images_passes_its_accuracy_gate(mnist):
     assert evaluate(model, x_test, y_test).accuracy >= FAST_ON_10000_FLOOR
 
 
-def run_benchmark(script: str, tmp_path, *arguments) -> dict:
-    out = tmp_path / f"{script}.json"
-    result = subprocess.run(
-        [sys.executable, "-m", f"benchmarks.{script}", "--tiny", "--out", str(out), *arguments],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads((tmp_path / f"{script}.tiny.json").read_text())
-
-
 def test_time_to_accuracy_benchmark_runs_end_to_end(tmp_path):
-    result = run_benchmark("time_to_accuracy", tmp_path, "--epochs", "1")
+    result, _ = tiny_benchmark("time_to_accuracy", tmp_path, "--epochs", "1")
     (budget,) = result["budgets"]
     assert budget["epochs"] == 1 and len(budget["runs"]) == 1 and 0.0 <= budget["median_test_accuracy"] <= 1.0
     assert result["cores"] >= 1 and result["train_examples"] == 2000
 
 
 def test_throughput_benchmark_runs_both_sides(tmp_path):
-    result = run_benchmark("throughput", tmp_path)
+    result, _ = tiny_benchmark("throughput", tmp_path)
     assert result["digitcnn_images_per_second"] > 0 and result["keras_images_per_second"] > 0
     assert result["keras"].endswith("(torch backend)")
 
 
 def test_levers_benchmark_measures_every_lever(tmp_path):
-    result = run_benchmark("levers", tmp_path)
+    result, _ = tiny_benchmark("levers", tmp_path)
     assert set(result["training_images_per_second"]) == {
         "fast channels_last",
         "fast contiguous",
@@ -63,20 +46,20 @@ def test_levers_benchmark_measures_every_lever(tmp_path):
 
 
 def test_user_style_benchmark_reads_every_style_through_the_real_path(tmp_path):
-    result = run_benchmark("user_style", tmp_path)
+    result, _ = tiny_benchmark("user_style", tmp_path)
     assert len(result["styles"]) == 7 and result["digits_per_style"] == 50
     # Not a target, a sanity floor: these renderings are legible, so a working pipeline reads most of them.
     assert all(style["accuracy"] > 0.7 for style in result["styles"].values())
 
 
 def test_load_benchmark_serves_real_requests_without_errors(tmp_path):
-    result = run_benchmark("load", tmp_path)
+    result, _ = tiny_benchmark("load", tmp_path)
     assert result["requests"] == 200 and result["errors"] == 0 and result["wrong_labels"] <= 10
     assert set(result["server_rss_mb"]) == {"start", "middle", "end"}
 
 
 def test_startup_benchmark_times_help_and_both_predict_paths(tmp_path):
-    result = run_benchmark("startup", tmp_path)
+    result, _ = tiny_benchmark("startup", tmp_path)
     assert result["runs"] == 2 and result["cores"] >= 1
     for case in ("help", "predict, ONNX twin", "predict, PyTorch"):
         assert 0 < result[case]["min_seconds"] <= result[case]["median_seconds"] <= result[case]["max_seconds"]
