@@ -14,6 +14,7 @@ from PIL import Image
 from .errors import ImageError, NoDigitError
 from .images import normalize_mode
 from .pixels import SIDE
+from .quantiles import median, median_above, percentile
 
 BOX = 20  # MNIST's digits fill a 20x20 box: the longer side of the ink is 20 px for 9,997 of 10,000 test digits
 CENTRE = 14.0  # where MNIST's centre of mass sits, in pixel-index coordinates (measured: 14.0 +- 0.3)
@@ -77,12 +78,12 @@ def ink_map(grey: np.ndarray) -> np.ndarray:
     subtracting the paper's own local brightness, then its grain, scaled so the strokes reach about 1."""
     if grey.size == 0:
         raise NoDigitError("empty image")
-    if float(np.median(grey)) > 0.5:  # most of a page is paper; light paper means dark ink
+    if median_above(grey, 0.5):  # most of a page is paper; light paper means dark ink
         grey = 1 - grey
     paper, grain = paper_level(grey)
     residual = grey - paper  # the paper is now 0 +- its grain
     ink = np.clip(residual - NOISE_FLOOR * grain, 0, None)
-    strong = float(np.percentile(ink, 99.99))  # the strokes, even when they are a sliver of a photo
+    strong = float(percentile(ink, 99.99))  # the strokes, even when they are a sliver of a photo
     if strong < MIN_CONTRAST:
         raise NoDigitError("no digit found")
     return np.clip(ink / strong, 0, 1)
@@ -98,7 +99,7 @@ def paper_level(grey: np.ndarray) -> tuple[np.ndarray, float]:
     height, width = grey.shape
     blocks = [max(1, min(BACKGROUND_BLOCKS, height // MIN_BLOCK)), max(1, min(BACKGROUND_BLOCKS, width // MIN_BLOCK))]
     block_height, block_width = height // blocks[0], width // blocks[1]
-    low = np.percentile(block_pixels(grey, blocks), PAPER_PERCENTILE, axis=1)
+    low = percentile(block_pixels(grey, blocks), PAPER_PERCENTILE, axis=1)
     row_centres = (np.arange(blocks[0]) + 0.5) * block_height / height - 0.5
     column_centres = (np.arange(blocks[1]) + 0.5) * block_width / width - 0.5
     block_rows, block_columns = np.meshgrid(row_centres, column_centres, indexing="ij")
@@ -107,11 +108,11 @@ def paper_level(grey: np.ndarray) -> tuple[np.ndarray, float]:
     residual = low - terms @ coefficients
     # Ink only ever lifts a block, so the lower half of the residuals is paper even when ink pulled the first
     # fit up; from there, blocks within the paper's own spread of the refitted surface join back.
-    paper = residual <= np.median(residual)
+    paper = residual <= median(residual)
     for _ in range(PAPER_FIT_ROUNDS):
         coefficients, *_ = np.linalg.lstsq(terms[paper], low[paper], rcond=None)
         residual = low - terms @ coefficients
-        spread = max(float(np.median(np.abs(residual[paper]))) / 0.6745, PAPER_TOLERANCE)
+        spread = max(float(median(np.abs(residual[paper]))) / 0.6745, PAPER_TOLERANCE)
         keep = residual < 3 * spread
         if keep.sum() < terms.shape[1] or np.array_equal(keep, paper):
             break
@@ -124,7 +125,7 @@ def paper_level(grey: np.ndarray) -> tuple[np.ndarray, float]:
     )
     # The grain, from the paper blocks' pixels less the fitted surface (so the lighting is not counted as noise),
     # as the gap between two low percentiles measured in standard deviations of normal noise.
-    low_value, quartile = np.percentile(block_pixels(grey - level, blocks)[paper], (PAPER_PERCENTILE, 25))
+    low_value, quartile = percentile(block_pixels(grey - level, blocks)[paper], (PAPER_PERCENTILE, 25))
     low_z, quartile_z = NormalDist().inv_cdf(PAPER_PERCENTILE / 100), NormalDist().inv_cdf(0.25)
     grain = max(float(quartile - low_value) / (quartile_z - low_z), 0.0)
     offset = low_value - low_z * grain  # from the low percentile up to the paper's mean

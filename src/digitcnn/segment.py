@@ -18,6 +18,7 @@ from PIL import Image
 
 from .errors import NoDigitError, TooManyDigitsError
 from .preprocess import MIN_CONTRAST, grey_levels, ink_map, normalize_strokes, otsu_threshold, place_in_frame
+from .quantiles import median
 from .strokes import find_seams, label_components
 
 
@@ -264,7 +265,7 @@ def stack_height(boxes: np.ndarray, config: SegmentConfig) -> float:
         [boxes[stack_of == stack, 1].max() - boxes[stack_of == stack, 0].min() for stack in np.unique(stack_of)],
         dtype=np.float64,
     )
-    return float(np.median(heights[heights >= 0.5 * heights.max()]))
+    return float(median(heights[heights >= 0.5 * heights.max()]))
 
 
 def cut_component(
