@@ -6,6 +6,7 @@ drawing looks nothing like that until it is made to: `images.load_image` reads t
 does the rest. The CLI, the Python API, the server and the tests all use these two functions.
 """
 
+import functools
 from statistics import NormalDist
 
 import numpy as np
@@ -97,13 +98,8 @@ def paper_level(grey: np.ndarray) -> tuple[np.ndarray, float]:
     block, so a digit that fills its crop, or a thick marker across several blocks, cannot lift the level
     under itself and hollow its own strokes; blocks that ink does cover stand above the fit and are dropped."""
     height, width = grey.shape
-    blocks = [max(1, min(BACKGROUND_BLOCKS, height // MIN_BLOCK)), max(1, min(BACKGROUND_BLOCKS, width // MIN_BLOCK))]
-    block_height, block_width = height // blocks[0], width // blocks[1]
+    blocks, terms, rows, columns = surface_grid(height, width)
     low = percentile(block_pixels(grey, blocks), PAPER_PERCENTILE, axis=1)
-    row_centres = (np.arange(blocks[0]) + 0.5) * block_height / height - 0.5
-    column_centres = (np.arange(blocks[1]) + 0.5) * block_width / width - 0.5
-    block_rows, block_columns = np.meshgrid(row_centres, column_centres, indexing="ij")
-    terms = np.stack(surface_terms(block_rows.ravel(), block_columns.ravel(), blocks), axis=1)
     coefficients, *_ = np.linalg.lstsq(terms, low, rcond=None)
     residual = low - terms @ coefficients
     # Ink only ever lifts a block, so the lower half of the residuals is paper even when ink pulled the first
@@ -117,8 +113,6 @@ def paper_level(grey: np.ndarray) -> tuple[np.ndarray, float]:
         if keep.sum() < terms.shape[1] or np.array_equal(keep, paper):
             break
         paper = keep
-    rows = ((np.arange(height, dtype=np.float32) + 0.5) / height - 0.5)[:, None]
-    columns = ((np.arange(width, dtype=np.float32) + 0.5) / width - 0.5)[None, :]
     terms = surface_terms(rows, columns, blocks)  # broadcast to (height, width) term by term, never stacked
     level = np.broadcast_to(
         sum(np.float32(c) * term for c, term in zip(coefficients, terms, strict=True)), (height, width)
@@ -132,7 +126,25 @@ def paper_level(grey: np.ndarray) -> tuple[np.ndarray, float]:
     return (level + offset).astype(np.float32), grain
 
 
-def block_pixels(image: np.ndarray, blocks: list[int]) -> np.ndarray:
+@functools.lru_cache(maxsize=256)
+def surface_grid(height: int, width: int) -> tuple[tuple[int, int], np.ndarray, np.ndarray, np.ndarray]:
+    """What the paper fit of every image of one size shares, made once per size: its grid of blocks, the
+    surface's terms at their centres (blocks, terms), and each pixel's row and column coordinates (height, 1)
+    and (1, width) (the full-size terms are not kept: for a photo they are megabytes)."""
+    blocks = (max(1, min(BACKGROUND_BLOCKS, height // MIN_BLOCK)), max(1, min(BACKGROUND_BLOCKS, width // MIN_BLOCK)))
+    block_height, block_width = height // blocks[0], width // blocks[1]
+    row_centres = (np.arange(blocks[0]) + 0.5) * block_height / height - 0.5
+    column_centres = (np.arange(blocks[1]) + 0.5) * block_width / width - 0.5
+    block_rows, block_columns = np.meshgrid(row_centres, column_centres, indexing="ij")
+    terms = np.stack(surface_terms(block_rows.ravel(), block_columns.ravel(), blocks), axis=1)
+    rows = ((np.arange(height, dtype=np.float32) + 0.5) / height - 0.5)[:, None]
+    columns = ((np.arange(width, dtype=np.float32) + 0.5) / width - 0.5)[None, :]
+    for shared in (terms, rows, columns):
+        shared.flags.writeable = False  # one copy serves every image of this size
+    return blocks, terms, rows, columns
+
+
+def block_pixels(image: np.ndarray, blocks: tuple[int, int]) -> np.ndarray:
     """(blocks, pixels): each row one block of an equal grid, in row-major block order, so one numpy call
     covers them all; the few rows and columns left over at the edges are not needed."""
     block_height, block_width = image.shape[0] // blocks[0], image.shape[1] // blocks[1]
@@ -141,7 +153,7 @@ def block_pixels(image: np.ndarray, blocks: list[int]) -> np.ndarray:
     return tiles.reshape(blocks[0] * blocks[1], -1)
 
 
-def surface_terms(rows: np.ndarray, columns: np.ndarray, blocks: list[int]) -> list[np.ndarray]:
+def surface_terms(rows: np.ndarray, columns: np.ndarray, blocks: tuple[int, int]) -> list[np.ndarray]:
     """The terms of the paper surface: quadratic where the grid has room for it, else flatter."""
     terms = [np.ones_like(rows)]
     if min(blocks) >= 2:

@@ -366,10 +366,9 @@ def crop(labels: np.ndarray, ink: np.ndarray, group: list[Piece], box: tuple[int
         keep |= mine
     region = np.where(keep, ink[top:bottom, left:right], 0)
     strong = region > 0.5 * max(otsu_threshold(region), MIN_CONTRAST)
-    if not strong.any():
+    rows, columns = np.flatnonzero(strong.any(axis=1)), np.flatnonzero(strong.any(axis=0))
+    if len(rows) == 0:
         return None
-    found = np.argwhere(strong)
-    (r0, c0), (r1, c1) = found.min(axis=0), found.max(axis=0) + 1
-    digit = region[r0:r1, c0:c1]
+    digit = region[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1]
     digit = digit / max(float(digit.max()), 1e-6)
     return place_in_frame(normalize_strokes(digit))

@@ -12,9 +12,12 @@ def label_components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     costs no more than a few of its rows would in a Python loop."""
     height, width = mask.shape
     stride = width + 2
-    steps = np.diff(np.pad(mask, ((0, 0), (1, 1))).astype(np.int8), axis=1)
-    rows, starts = np.nonzero(steps == 1)
-    stops = np.nonzero(steps == -1)[1]  # exclusive; in the same row-major order as the starts
+    padded = np.zeros((height, width + 2), bool)
+    padded[:, 1:-1] = mask
+    # Where a padded row changes, a run starts or stops (exclusive): they alternate along each row, so one flat
+    # search finds both, in row-major order (a 2-D np.nonzero costs eight times as much).
+    rows, columns = np.divmod(np.flatnonzero(padded[:, 1:] != padded[:, :-1]), width + 1)
+    rows, starts, stops = rows[::2], columns[::2], columns[1::2]
     count = len(rows)
     if count == 0:
         return np.zeros(mask.shape, np.int32), np.zeros((0, 4), np.int64)
