@@ -41,7 +41,12 @@ BORDER_PENALTY = 0.25  # ink touching the frame's edge is more often a shadow or
 def preprocess(image) -> np.ndarray:
     """An image (PIL, or an array: 2-D grey, HxWx3 RGB, HxWx4 RGBA; uint8 or floats in [0, 1]) -> float32
     (28, 28) in [0, 1], ink = 1, as MNIST would have it. Raises NoDigitError when there is no ink."""
-    ink = ink_map(grey_levels(image))  # (H, W) in [0, 1], bright ink on zero, at full resolution
+    return frame_digit(ink_map(grey_levels(image)))  # the ink map: (H, W) in [0, 1], at full resolution
+
+
+def frame_digit(ink: np.ndarray) -> np.ndarray:
+    """An image's ink map (as `ink_map` makes it) -> the 28x28 `preprocess` makes of the image: its digit found,
+    cropped and framed as MNIST's. Raises NoDigitError when no digit stands out."""
     rows, columns = locate_digit(ink)
     digit = ink[rows, columns]
     digit = digit / max(float(digit.max()), 1e-6)

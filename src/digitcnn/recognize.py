@@ -15,7 +15,7 @@ from .errors import ImageError, NoDigitError, TooManyDigitsError
 from .images import load_image, normalize_mode
 from .inference import load_model, predict_logits
 from .metrics import softmax
-from .preprocess import preprocess
+from .preprocess import frame_digit, preprocess
 from .rejection import NOT_A_DIGIT, digit_probabilities, rejects
 from .search import DIGITS, best_digits
 from .segment import DEFAULTS, Layout, SegmentConfig, cut_unsure, lay_out
@@ -92,7 +92,7 @@ def read_chunk(model, sources: list, names: list, keep_originals: bool, config: 
                 reading.layout = lay_out(image, config)
                 inputs.extend(reading.layout.inputs)
                 if rejects(model.config):
-                    wholes[len(readings)] = whole_image(image)
+                    wholes[len(readings)] = whole_image(image, reading.layout.ink)
             else:
                 reading.input = preprocess(image)
                 inputs.append(reading.input)
@@ -139,9 +139,14 @@ def opened(source, max_side: int):
     return load_image(source, max_side=max_side)
 
 
-def whole_image(image) -> np.ndarray | None:
-    """The image framed as one digit, as `preprocess` frames a lone digit; None when it finds none."""
+def whole_image(image, layout_ink: np.ndarray | None = None) -> np.ndarray | None:
+    """The image framed as one digit, as `preprocess` frames a lone digit; None when it finds none. The layout's
+    ink map is that of the very same pixels unless its working copy was shrunk (then the shape differs), and is
+    then used rather than made a second time."""
+    size = np.shape(image)[:2] if isinstance(image, np.ndarray) else (image.height, image.width)
     try:
+        if layout_ink is not None and layout_ink.shape == size:
+            return frame_digit(layout_ink)
         return preprocess(image)
     except NoDigitError:
         return None
