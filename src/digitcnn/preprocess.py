@@ -293,8 +293,8 @@ def stroke_width(ink: np.ndarray) -> float:
     inner[:-1] &= mask[1:]
     inner[:, 1:] &= mask[:, :-1]
     inner[:, :-1] &= mask[:, 1:]
-    boundary = int((mask & ~inner).sum())
-    return 2 * float(mask.sum()) / max(boundary, 1)
+    boundary = np.count_nonzero(mask & ~inner)
+    return 2 * float(np.count_nonzero(mask)) / max(boundary, 1)
 
 
 def normalize_strokes(digit: np.ndarray) -> np.ndarray:

@@ -210,14 +210,16 @@ def group_lines(boxes: np.ndarray, major: np.ndarray, minor: np.ndarray, config:
     or when one stands just above the other (a digit broken across, a 5's flag), and so do their neighbours'
     neighbours, so a line may slope; a smaller piece joins the line it overlaps or stands just above or below,
     or is left out."""
-    linked = stacked_or_side_by_side(boxes[major], boxes[major], config)
-    line_of = np.arange(len(major))
-    while True:  # each component takes the smallest line number among those it is linked to
-        merged = np.where(linked, line_of[None, :], len(major)).min(axis=1)
-        if np.array_equal(merged, line_of):
-            break
-        line_of = merged
-    _, line_of = np.unique(line_of, return_inverse=True)
+    line_of = np.zeros(len(major), np.intp)
+    if len(major) > 1:  # a lone digit, as most images hold, is its own line
+        linked = stacked_or_side_by_side(boxes[major], boxes[major], config)
+        line_of = np.arange(len(major))
+        while True:  # each component takes the smallest line number among those it is linked to
+            merged = np.where(linked, line_of[None, :], len(major)).min(axis=1)
+            if np.array_equal(merged, line_of):
+                break
+            line_of = merged
+        _, line_of = np.unique(line_of, return_inverse=True)
     members = [list(major[line_of == line]) for line in range(int(line_of.max()) + 1)]
     spans = np.array([[boxes[m, 0].min(), boxes[m, 1].max(), boxes[m, 2].min(), boxes[m, 3].max()] for m in members])
     if len(minor):
@@ -253,6 +255,8 @@ def stacked(first: np.ndarray, second: np.ndarray, config: SegmentConfig) -> np.
 def stack_height(boxes: np.ndarray, config: SegmentConfig) -> float:
     """A line's height: the median height of its digit-sized stacks of components (pieces one above the other
     make one stack), so a digit broken across counts whole."""
+    if len(boxes) == 1:  # a lone component is its own stack
+        return float(boxes[0, 1] - boxes[0, 0])
     linked = stacked(boxes, boxes, config)
     stack_of = np.arange(len(boxes))
     while True:

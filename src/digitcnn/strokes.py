@@ -39,8 +39,9 @@ def label_components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         np.minimum.at(parent, root_below[differing], smaller)
         while not np.array_equal(parent[parent], parent):
             parent = parent[parent]
-    _, run_labels = np.unique(parent, return_inverse=True)
-    run_labels = run_labels.astype(np.int32) + 1
+    # Every root is its component's first run, so numbering the roots in order numbers the components as
+    # np.unique(parent, return_inverse=True) would, without its sort.
+    run_labels = np.cumsum(parent == np.arange(count), dtype=np.int32)[parent]
     components = int(run_labels.max())
     # Paint the label image: +label where a run starts, -label where it stops, summed along each row.
     painted = np.zeros((height, width + 1), np.int32)
