@@ -15,7 +15,7 @@ from PIL import Image
 from .errors import ImageError, NoDigitError
 from .images import normalize_mode
 from .pixels import SIDE
-from .quantiles import median, median_above, percentile
+from .quantiles import median, median_above, percentile, sparse_percentile
 
 BOX = 20  # MNIST's digits fill a 20x20 box: the longer side of the ink is 20 px for 9,997 of 10,000 test digits
 CENTRE = 14.0  # where MNIST's centre of mass sits, in pixel-index coordinates (measured: 14.0 +- 0.3)
@@ -89,7 +89,7 @@ def ink_map(grey: np.ndarray) -> np.ndarray:
     paper, grain = paper_level(grey)
     residual = grey - paper  # the paper is now 0 +- its grain
     ink = np.clip(residual - NOISE_FLOOR * grain, 0, None)
-    strong = float(percentile(ink, 99.99))  # the strokes, even when they are a sliver of a photo
+    strong = float(sparse_percentile(ink, 99.99))  # the strokes, even when they are a sliver of a photo
     if strong < MIN_CONTRAST:
         raise NoDigitError("no digit found")
     return np.clip(ink / strong, 0, 1)
@@ -233,7 +233,10 @@ def otsu_threshold(values: np.ndarray) -> float:
     count = values.size
     if count and (values.min() < 0 or values.max() > 1):
         values = values[(values >= 0) & (values <= 1)]
-    histogram = np.bincount(np.minimum((values.ravel() * 256).astype(np.intp), 255), minlength=256)
+    # An ink map is mostly 0: its zeros are counted into the first bin, not binned one by one.
+    nonzero = values[values != 0]
+    histogram = np.bincount(np.minimum((nonzero * 256).astype(np.intp), 255), minlength=256)
+    histogram[0] += values.size - nonzero.size
     weights = histogram.astype(np.float64) / max(count, 1)
     centres = (np.arange(256) + 0.5) / 256
     below = np.cumsum(weights)
