@@ -18,6 +18,13 @@ def test_onnx_vs_torch_benchmark_measures_both_runtimes(tmp_path):
     assert "onnxruntime" in result.stdout and "images/s" in result.stdout
 
 
+def test_read_cpu_benchmark_measures_a_read(tmp_path):
+    report, result = tiny_benchmark("read_cpu", tmp_path)
+    assert report["images"] == 20 and report["passes"] == 2
+    assert 0 < report["cpu_ms_per_read"]["best"] <= report["cpu_ms_per_read"]["median"]
+    assert "CPU ms per read" in result.stdout
+
+
 def test_ensemble_summary_counts_the_validation_mistakes_its_members_share(tmp_path):
     from digitcnn.data import load_data
     from digitcnn.inference import evaluate, load_model, predict_logits
