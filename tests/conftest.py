@@ -9,6 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# CI replays the same examples every run (a red build means a change broke something, not a new draw); a
+# developer's run draws new ones and keeps any it breaks in .hypothesis/ for the next run.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 REPO = Path(__file__).resolve().parent.parent
 # The fields of every answer, from `predict --json` and POST /api/predict alike: the contract users code against,
