@@ -25,6 +25,14 @@ def test_time_to_accuracy_benchmark_runs_end_to_end(tmp_path):
     assert result["cores"] >= 1 and result["train_examples"] == 2000
 
 
+def test_time_to_accuracy_times_the_train_command_itself(tmp_path):
+    result, _ = tiny_benchmark("time_to_accuracy", tmp_path, "--command", "--epochs", "1")
+    ((run,),) = [budget["runs"] for budget in result["budgets"]]
+    # A whole process: PyTorch's import alone takes a second. (Seven steps of training: no accuracy to speak of.)
+    assert run["seconds"] > 1.0 and 0.0 <= run["test_accuracy"] <= 1.0 and run["seed"] == 0
+    assert result["measured"].startswith("digitcnn train") and result["validation_split"] == 0.1
+
+
 def test_throughput_benchmark_runs_both_sides(tmp_path):
     result, _ = tiny_benchmark("throughput", tmp_path)
     assert result["digitcnn_images_per_second"] > 0 and result["keras_images_per_second"] > 0
