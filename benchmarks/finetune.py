@@ -2,7 +2,7 @@
 (its validation split, the last 6,000 training digits), each fine-tuned on 10 samples per digit through the real
 `finetune_run` and measured on that style's other samples, before and after, with MNIST's test accuracy after.
 
-    .venv/bin/python -m benchmarks.finetune                 # every style: 10 samples per digit taught, 50 read
+    .venv/bin/python -m benchmarks.finetune                 # every style, seeds 0-2: 10 a digit taught, 50 read
     .venv/bin/python -m benchmarks.finetune --styles        # only how the base reads each style (no fine-tune)
     .venv/bin/python -m benchmarks.finetune --tiny          # the CI smoke run
 """
@@ -11,9 +11,11 @@ import argparse
 import dataclasses
 import io
 import os
+import statistics
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -91,11 +93,28 @@ def european(image: Image.Image, label: int) -> Image.Image:
     return crossbar(image) if label == 7 else flag(image) if label == 1 else image
 
 
+def slashed(image: Image.Image) -> Image.Image:
+    """A 0 with a slash through it from upper right to lower left, past its ring, as programmers write it."""
+    left, top, right, bottom = ink_box(image)
+    overhang_x, overhang_y = 0.15 * (right - left + 1), 0.08 * (bottom - top + 1)
+    image = image.copy()
+    ImageDraw.Draw(image).line(
+        [(right + overhang_x, top - overhang_y), (left - overhang_x, bottom + overhang_y)], fill=255, width=pen(image)
+    )
+    return image
+
+
+def engineer(image: Image.Image, label: int) -> Image.Image:
+    return slashed(image) if label == 0 else european(image, label)
+
+
 # Each style is one writer's hand: every digit of theirs drawn so.
 STYLES = {
     "backhand (leaning left)": lambda image, label: sheared(image, -0.55),
     "very slanted (leaning right)": lambda image, label: sheared(image, 0.75),
     "European 1 and 7 (flag and foot, crossbar)": european,
+    "slashed 0 (as programmers write it)": lambda image, label: slashed(image) if label == 0 else image,
+    "engineer's hand (slashed 0, European 1 and 7)": engineer,
     "narrow (half width)": lambda image, label: squeezed(image, 0.5),
     "backhand, narrow": lambda image, label: sheared(squeezed(image, 0.5), -0.4),
     "slanted, narrow": lambda image, label: squeezed(sheared(image, 0.6), 0.5),
@@ -114,7 +133,7 @@ def drawn(digit: np.ndarray, label: int, style: str) -> bytes:
 
 def style_digits(x, y, style: str, taught: int, read: int, seed: int):
     """(taught files, their labels, read files, their labels) from validation digits: disjoint, drawn with `seed`."""
-    generator = np.random.default_rng([seed, sorted(STYLES).index(style)])
+    generator = np.random.default_rng([seed, zlib.crc32(style.encode())])  # a style's draws: its own
     taught_files, taught_labels, read_files, read_labels = [], [], [], []
     for label in range(10):
         chosen = generator.permutation(np.flatnonzero(y == label))[: taught + read]
@@ -138,6 +157,49 @@ def write_folder(folder: Path, files: list[bytes], labels: np.ndarray) -> None:
         (folder / str(label) / f"{index}.png").write_bytes(data)
 
 
+def measure(base, x, y, style: str, seed: int, config: FinetuneConfig, arguments) -> dict:
+    """One draw of a style's digits: read by the base, then (unless --styles) fine-tuned on and read again."""
+    taught_files, taught_labels, read_files, read_labels = style_digits(
+        x, y, style, arguments.taught, arguments.read, seed
+    )
+    run = {
+        "seed": seed,
+        "read_before": round(accuracy(base, read_files, read_labels), 4),
+        "samples_taught": len(taught_labels),
+        "samples_read": len(read_labels),
+    }
+    if arguments.styles:
+        return run
+    with tempfile.TemporaryDirectory() as folder:
+        write_folder(Path(folder) / "samples", taught_files, taught_labels)
+        config = dataclasses.replace(config, samples=str(Path(folder) / "samples"), seed=seed)
+        started, cpu_started = time.perf_counter(), time.process_time()
+        results = finetune_run(Path(folder) / "run", config, verbose=False)
+        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+        tuned = load_model(Path(folder) / "run")
+    return run | {
+        "read_after": round(accuracy(tuned, read_files, read_labels), 4),
+        "mnist_test_after": results["test_accuracy"],
+        "mnist_validation_after": results["validation_accuracy"],
+        "seconds": round(seconds, 1),
+        "cpu_seconds": round(cpu_seconds, 1),
+        "train_seconds": results["train_seconds"],
+    }
+
+
+def summary(runs: list[dict]) -> dict:
+    """A style over its draws: mean reads, the lowest MNIST accuracy after and the slowest fine-tune; each run kept."""
+    row = {key: runs[0][key] for key in ("samples_taught", "samples_read")}
+    row["read_before"] = round(statistics.mean(run["read_before"] for run in runs), 4)
+    if "read_after" in runs[0]:
+        row["read_after"] = round(statistics.mean(run["read_after"] for run in runs), 4)
+        row["mnist_test_after"] = min(run["mnist_test_after"] for run in runs)
+        row["mnist_validation_after"] = min(run["mnist_validation_after"] for run in runs)
+        row["seconds"] = max(run["seconds"] for run in runs)
+        row["cpu_seconds"] = max(run["cpu_seconds"] for run in runs)
+    return row | {"runs": runs}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="the base: run folder or model file (default: the shipped one)")
@@ -152,7 +214,13 @@ def main() -> None:
         metavar="KNOB=VALUE",
         help="a FinetuneConfig knob other than its default, for tuning (repeatable)",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seeds",
+        type=lambda text: [int(seed) for seed in text.split(",")],
+        default=[0, 1, 2],
+        help="each seed draws other digits to teach and read (comma-separated): one draw of 10 samples per digit "
+        "moves a style's read-after by several points",
+    )
     parser.add_argument("--tiny", action="store_true", help="one style, 3 taught and 5 read per digit, 5 steps")
     parser.add_argument("--out", default="benchmarks/results/finetune.json")
     arguments = parser.parse_args()
@@ -167,37 +235,31 @@ def main() -> None:
     styles = [name for name in STYLES if arguments.only is None or name.startswith(arguments.only)]
     styles = styles[:1] if arguments.tiny else styles
     rows, load_before = {}, os.getloadavg()
-    print(f"{'style':44s} {'before':>7s} {'after':>7s} {'MNIST val.':>10s} {'MNIST test':>10s} {'seconds':>8s}")
+    seeds = [0] if arguments.tiny else arguments.seeds
+    print(
+        f"{'style':46s} {'seed':>4s} {'before':>7s} {'after':>7s} {'MNIST val.':>10s} {'MNIST test':>10s} "
+        f"{'seconds':>8s}"
+    )
     for style in styles:
-        taught_files, taught_labels, read_files, read_labels = style_digits(
-            x, y, style, arguments.taught, arguments.read, arguments.seed
-        )
-        before = accuracy(base, read_files, read_labels)
-        row = {"read_before": round(before, 4), "samples_taught": len(taught_labels), "samples_read": len(read_labels)}
-        if not arguments.styles:
-            with tempfile.TemporaryDirectory() as folder:
-                write_folder(Path(folder) / "samples", taught_files, taught_labels)
-                config = dataclasses.replace(config, samples=str(Path(folder) / "samples"))
-                started, cpu_started = time.perf_counter(), time.process_time()
-                results = finetune_run(Path(folder) / "run", config, verbose=False)
-                seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
-                tuned = load_model(Path(folder) / "run")
-            row.update(
-                read_after=round(accuracy(tuned, read_files, read_labels), 4),
-                mnist_test_after=results["test_accuracy"],
-                seconds=round(seconds, 1),
-                mnist_validation_after=results["validation_accuracy"],
-                cpu_seconds=round(cpu_seconds, 1),
-                train_seconds=results["train_seconds"],
+        runs = []
+        for seed in seeds:
+            run = measure(base, x, y, style, seed, config, arguments)
+            runs.append(run)
+            print(
+                f"{style:46s} {seed:4d} {run['read_before']:7.4f} {run.get('read_after', float('nan')):7.4f} "
+                f"{run.get('mnist_validation_after', float('nan')):10.4f} "
+                f"{run.get('mnist_test_after', float('nan')):10.4f} {run.get('seconds', float('nan')):8.1f} "
+                f"(CPU {run.get('cpu_seconds', float('nan')):.1f})",
+                flush=True,
             )
-        rows[style] = row
+        rows[style] = summary(runs)
+    if not arguments.styles:
         print(
-            f"{style:44s} {before:7.4f} {row.get('read_after', float('nan')):7.4f} "
-            f"{row.get('mnist_validation_after', float('nan')):10.4f} "
-            f"{row.get('mnist_test_after', float('nan')):10.4f} {row.get('seconds', float('nan')):8.1f} "
-            f"(CPU {row.get('cpu_seconds', float('nan')):.1f})",
-            flush=True,
+            f"\n{'style, mean over seeds ' + ','.join(map(str, seeds)):46s} {'before':>7s} {'after':>7s} "
+            f"{'lowest MNIST test':>18s}"
         )
+        for style, row in rows.items():
+            print(f"{style:46s} {row['read_before']:7.4f} {row['read_after']:7.4f} {row['mnist_test_after']:18.4f}")
     result = {
         "benchmark": "fine-tuning on a writer's own samples",
         "base": str(arguments.model or "shipped"),
@@ -205,7 +267,7 @@ def main() -> None:
         "finetune": dataclasses.asdict(dataclasses.replace(config, samples=None)),
         "samples_taught_per_digit": arguments.taught,
         "samples_read_per_digit": arguments.read,
-        "seed": arguments.seed,
+        "seeds": seeds,
         "styles": rows,
         "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         **machine(),
