@@ -302,4 +302,5 @@ def serve(model_source=None, host: str = "127.0.0.1", port: int = 8000, workers:
     app = create_app(model_source, workers, samples)
     readers = f" and {workers} reader processes" if workers > 1 else ""
     print(f"digitcnn: serving on http://{host}:{port}/{readers} (Ctrl-C stops)", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    # No access log: at this log level its lines were never printed, but each response still built one.
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
