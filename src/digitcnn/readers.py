@@ -172,8 +172,6 @@ class ProcessReader:
 
     async def read(self, *request) -> Response:
         reader = await self.idle.get()
-        while reader.generation != self.generation:  # left idle by readers since replaced
-            reader = await self.idle.get()
         # Shielded: a request cancelled halfway must not leave its answer in the socket for the next one to read.
         return await asyncio.shield(self.read_with(reader, request))
 
@@ -185,23 +183,34 @@ class ProcessReader:
                 self.restart()
             return JSONResponse(READER_STOPPED, status_code=503)
         finally:
-            if reader.generation == self.generation:
-                self.idle.put_nowait(reader)
-            else:
-                self.in_background(asyncio.to_thread(reader.stop))
+            self.give_back(reader)
+
+    def give_back(self, reader: ReaderProcess) -> None:
+        """An idle reader waits for the next request, unless the readers were replaced while it was busy."""
+        if reader.generation == self.generation:
+            self.idle.put_nowait(reader)
+        else:
+            self.in_background(asyncio.to_thread(reader.stop))
 
     def restart(self) -> None:
-        """Replaces every reader, as a process pool would: the idle ones now, the busy ones when they answer."""
+        """Replaces every reader, as a process pool would: the idle ones now, the busy ones when they answer.
+        Requests wait for the new readers, which take a second or two to load the model."""
         self.generation += 1
         while not self.idle.empty():
             self.in_background(asyncio.to_thread(self.idle.get_nowait().stop))
         self.running = [ReaderProcess(self.model_source, self.generation) for _ in range(self.workers)]
         for reader in self.running:
-            self.in_background(self.put_when_started(reader))
+            self.in_background(self.give_back_when_started(reader))
 
-    async def put_when_started(self, reader: ReaderProcess) -> None:
-        await reader.start()
-        self.idle.put_nowait(reader)
+    async def give_back_when_started(self, reader: ReaderProcess) -> None:
+        try:
+            await reader.start()
+        except ReaderStopped:  # it died loading the model: try afresh, as the first failure did
+            if reader.generation == self.generation:
+                self.restart()
+            reader.stop()  # already ended: this closes its socket
+            return
+        self.give_back(reader)
 
     def in_background(self, work) -> None:
         task = asyncio.create_task(work)
