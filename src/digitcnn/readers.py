@@ -87,13 +87,16 @@ def reader_main(connection: socket.socket, model_source) -> None:
     torch.set_num_threads(1)
     model = load_model(model_source, onnx_twin=True)
     stream = connection.makefile("rb")
-    send_message(connection, os.getpid())
-    while (request := receive_message(stream)) is not None:
-        try:
-            answer, status = read_one(model, *request)
-        except Exception:  # a bug of ours: the same answer as serve's handler of the unexpected, no traceback
-            answer, status = {"error": "internal error"}, 500
-        send_message(connection, (JSONResponse(answer).body, status))
+    try:
+        send_message(connection, os.getpid())
+        while (request := receive_message(stream)) is not None:
+            try:
+                answer, status = read_one(model, *request)
+            except Exception:  # a bug of ours: the same answer as serve's handler of the unexpected, no traceback
+                answer, status = {"error": "internal error"}, 500
+            send_message(connection, (JSONResponse(answer).body, status))
+    except ConnectionError:  # the server stopped or replaced this reader while it loaded or read
+        return
 
 
 class ReaderStopped(Exception):
