@@ -18,7 +18,7 @@ import torch
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
-from .errors import ImageTooLargeError, NoDigitError, UnsupportedImageError
+from .errors import DigitcnnError, ImageTooLargeError, NoDigitError, UnsupportedImageError
 from .inference import load_model
 from .recognize import read_images
 
@@ -82,7 +82,7 @@ def receive_message(stream):
 
 def reader_main(connection: socket.socket, model_source) -> None:
     """A reader process: load the model, say so, then answer each request (data, name, include_input) with
-    (the JSON body, its status) until the server closes the socket."""
+    (the JSON body, its status), or the DigitcnnError it raised, until the server closes the socket."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the server, and the server closes this socket
     torch.set_num_threads(1)
     model = load_model(model_source, onnx_twin=True)
@@ -92,9 +92,12 @@ def reader_main(connection: socket.socket, model_source) -> None:
         while (request := receive_message(stream)) is not None:
             try:
                 answer, status = read_one(model, *request)
+                reply = (JSONResponse(answer).body, status)
+            except DigitcnnError as error:  # raised again in the server, whose handler answers it as its own
+                reply = error
             except Exception:  # a bug of ours: the same answer as serve's handler of the unexpected, no traceback
-                answer, status = {"error": "internal error"}, 500
-            send_message(connection, (JSONResponse(answer).body, status))
+                reply = (JSONResponse({"error": "internal error"}).body, 500)
+            send_message(connection, reply)
     except ConnectionError:  # the server stopped or replaced this reader while it loaded or read
         return
 
@@ -126,7 +129,10 @@ class ReaderProcess:
             await asyncio.get_running_loop().sock_sendall(self.connection, MESSAGE_LENGTH.pack(len(payload)) + payload)
         except ConnectionError as error:
             raise ReaderStopped() from error
-        body, status = await self.receive()
+        reply = await self.receive()
+        if isinstance(reply, DigitcnnError):
+            raise reply
+        body, status = reply
         return Response(body, status_code=status, media_type="application/json")
 
     async def receive(self):
