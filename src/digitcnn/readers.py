@@ -77,7 +77,9 @@ def receive_message(stream):
     header = stream.read(MESSAGE_LENGTH.size)
     if len(header) < MESSAGE_LENGTH.size:
         return None
-    return pickle.loads(stream.read(MESSAGE_LENGTH.unpack(header)[0]))
+    length = MESSAGE_LENGTH.unpack(header)[0]
+    payload = stream.read(length)
+    return pickle.loads(payload) if len(payload) == length else None  # cut short: the server closed it mid-way
 
 
 def reader_main(connection: socket.socket, model_source) -> None:
@@ -103,7 +105,7 @@ def reader_main(connection: socket.socket, model_source) -> None:
 
 
 class ReaderStopped(Exception):
-    pass
+    """A reader process ended (killed, out of memory) with a request unanswered or before it was ready."""
 
 
 class ReaderProcess:
@@ -227,5 +229,7 @@ class ProcessReader:
         task.add_done_callback(self.tasks.discard)
 
     def close(self) -> None:
+        for reader in self.running:  # every socket first, so that the readers end together
+            reader.connection.close()
         for reader in self.running:
             reader.stop()
