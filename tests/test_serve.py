@@ -131,14 +131,18 @@ def test_the_real_server_caps_bodies_by_length_and_while_streaming(live_server, 
     assert httpx.get(f"{live_server}/api/health").json()["status"] == "ok"  # and it goes on serving
 
 
-def test_several_worker_processes_serve_the_same_answers(mnist):
+def test_several_worker_processes_serve_the_same_answers(client, mnist):
     _, (x_test, y_test) = mnist
     with serving("--workers", 2) as url:
-        answers = [httpx.post(f"{url}/api/predict", content=png_of(x_test[index])).json() for index in range(6)]
+        responses = [httpx.post(f"{url}/api/predict", content=png_of(x_test[index])) for index in range(6)]
         health = httpx.get(f"{url}/api/health").json()
         assert len(reader_processes(url)) == 2
     assert health["model"] == "best" and health["reader_processes"] == 2
-    assert [answer["label"] for answer in answers] == y_test[:6].tolist()
+    assert [response.json()["label"] for response in responses] == y_test[:6].tolist()
+    # The reader processes encode the answer themselves: byte for byte what threads of the server send.
+    in_threads = [client.post("/api/predict", content=png_of(x_test[index])) for index in range(6)]
+    assert [response.content for response in responses] == [response.content for response in in_threads]
+    assert {response.headers["content-type"] for response in responses + in_threads} == {"application/json"}
 
 
 def test_a_reader_process_that_dies_costs_one_503_and_the_server_goes_on(mnist):

@@ -5,14 +5,10 @@ event loop: in a thread, or with `workers` > 1 in one of that many reader proces
 only speaks HTTP. Bad input is a 4xx with a JSON `error`, never a 500 or a traceback.
 """
 
-import asyncio
 import contextlib
 import json
-import multiprocessing
 import os
 import threading
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from importlib import resources
 from pathlib import Path
 
@@ -24,10 +20,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
-from .errors import DigitcnnError, ImageTooLargeError, NoDigitError, UnsupportedImageError
+from .errors import DigitcnnError
 from .inference import load_model
 from .inside import TUTORIAL_MODEL, layers_to_show, look_inside
 from .pixels import SIDE
+from .readers import ProcessReader, ThreadReader, status_for
 from .recognize import read_images
 from .runs import model_results
 from .samples import SamplesFullError, SampleStore
@@ -82,24 +79,6 @@ async def send_json(send, status: int, payload: dict) -> None:
     ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-def status_for(failure: Exception | None) -> int:
-    """The HTTP status of one image's outcome: a blank page is an answer (200), the rest are the sender's fault."""
-    if failure is None or isinstance(failure, NoDigitError):
-        return 200
-    if isinstance(failure, ImageTooLargeError):
-        return 413
-    return 415 if isinstance(failure, UnsupportedImageError) else 422
-
-
-def read_one(model, data: bytes, name: str | None, include_input: bool) -> tuple[dict, int]:
-    """One uploaded image -> (the JSON answer, its HTTP status): the whole of a request's work but HTTP."""
-    reading = read_images(model, [data], names=[name])[0]
-    answer = reading.as_dict()
-    if include_input and reading.input is not None:
-        answer["input"] = [[round(float(value), 3) for value in row] for row in reading.input]
-    return answer, status_for(reading.failure)
 
 
 # --- look inside (issue 19): the view's request work, its models and its route ---
@@ -200,75 +179,6 @@ def add_inside_routes(app: FastAPI, models: dict[str, tuple]) -> None:
 # --- end of look inside ---
 
 
-class ThreadReader:
-    """Reads in this process's thread pool: one model, as many images at once as there are cores."""
-
-    def __init__(self, model):
-        self.model = model
-        self.slots = threading.BoundedSemaphore(os.cpu_count() or 1)
-
-    def read_blocking(self, *request) -> tuple[dict, int]:
-        with self.slots:
-            return read_one(self.model, *request)
-
-    async def start(self) -> None:
-        pass
-
-    async def read(self, *request) -> tuple[dict, int]:
-        return await run_in_threadpool(self.read_blocking, *request)
-
-    def close(self) -> None:
-        pass
-
-
-reader_model = None  # the model of a reader process, loaded once by start_reader
-
-
-def start_reader(model_source) -> None:
-    global reader_model
-    torch.set_num_threads(1)
-    reader_model = load_model(model_source, onnx_twin=True)
-
-
-def read_in_reader(*request) -> tuple[dict, int]:
-    return read_one(reader_model, *request)
-
-
-class ProcessReader:
-    """Reads in `workers` processes that each hold the model. Python runs one thread at a time per process, and
-    decoding, preprocessing and the model are most of a request's CPU, so one process cannot use every core.
-    A pool hands each image to whichever reader is free, so the load stays even across them."""
-
-    def __init__(self, model_source, workers: int):
-        self.model_source, self.workers = model_source, workers
-        self.pool = self.new_pool()
-
-    def new_pool(self) -> ProcessPoolExecutor:
-        # spawn, not fork: a forked copy of a process that already runs PyTorch's thread pools can deadlock.
-        context = multiprocessing.get_context("spawn")
-        return ProcessPoolExecutor(
-            self.workers, mp_context=context, initializer=start_reader, initargs=(self.model_source,)
-        )
-
-    async def start(self) -> None:
-        """Starts every reader before the first request (each takes a second or two to load PyTorch)."""
-        loop = asyncio.get_running_loop()
-        await asyncio.gather(*(loop.run_in_executor(self.pool, os.getpid) for _ in range(self.workers)))
-
-    async def read(self, *request) -> tuple[dict, int]:
-        pool = self.pool
-        try:
-            return await asyncio.get_running_loop().run_in_executor(pool, read_in_reader, *request)
-        except BrokenProcessPool:  # a reader died (killed, out of memory): start afresh and say so
-            if self.pool is pool:  # the first of the requests it failed replaces it, once
-                pool.shutdown(wait=False, cancel_futures=True)
-                self.pool = self.new_pool()
-            return {"error": "a reader process stopped; send the image again"}, 503
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
-
-
 def create_app(model_source: str | Path | None = None, workers: int = 1, samples: str | Path | None = None) -> FastAPI:
     """The app over the model at `model_source` (None: the shipped one), read in `workers` processes (1: threads
     of this one); with `samples`, the samples taught on the page are also kept in that folder."""
@@ -356,8 +266,7 @@ def create_app(model_source: str | Path | None = None, workers: int = 1, samples
         if not data:
             return JSONResponse({"error": "empty body: send an image as multipart 'file' or raw"}, status_code=422)
 
-        answer, status = await reader.read(data, name, include_input)
-        return JSONResponse(answer, status_code=status)
+        return await reader.read(data, name, include_input)
 
     # --- samples taught on the page (serve --samples DIR) ---
     @app.post("/api/samples")
@@ -393,4 +302,5 @@ def serve(model_source=None, host: str = "127.0.0.1", port: int = 8000, workers:
     app = create_app(model_source, workers, samples)
     readers = f" and {workers} reader processes" if workers > 1 else ""
     print(f"digitcnn: serving on http://{host}:{port}/{readers} (Ctrl-C stops)", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    # No access log: at this log level its lines were never printed, but each response still built one.
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
