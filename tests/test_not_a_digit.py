@@ -240,3 +240,40 @@ def test_an_image_is_not_a_digit_by_its_digits_scores_or_its_whole(rejecting_run
     (rejected,) = read_images(load_model(everything_rejected), [number])
     assert rejected.error == NOT_A_DIGIT and rejected.text == "" and rejected.label is None
     assert [digit["label"] for digit in rejected.digits] == [None] * 3 and rejected.not_a_digit is not None
+
+
+def test_a_reader_behind_a_detector_keeps_every_digit_of_the_reader(
+    rejecting_run, non_digit_files, mnist, tmp_path, capsys
+):
+    """`digitcnn ensemble READER --detector RUN`: the shipped reader's digits in their own order, scaled by the
+    detector's "is a digit"; the last class is the detector's own "not a digit", through the CLI and in ONNX."""
+    _, (x_test, y_test) = mnist
+    out = tmp_path / "gated"
+    assert main(["ensemble", str(SHIPPED_MODEL), "--detector", str(rejecting_run), "--out", str(out)]) == 0
+    capsys.readouterr()
+    gated, reader, detector = load_model(out), load_model(SHIPPED_MODEL), load_model(rejecting_run)
+    assert gated.config.arch == "gated" and gated.config.class_names == [*reader.config.class_names, NOT_A_DIGIT]
+    assert rejects(gated.config) and read_run_config(out).results["test_accuracy"] > 0
+    probabilities = predict(gated, x_test[:1000])
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    readers_answers = predict(reader, x_test[:1000]).argmax(axis=1)
+    np.testing.assert_array_equal(probabilities[:, :10].argmax(axis=1), readers_answers)
+    np.testing.assert_allclose(probabilities[:, -1], predict(detector, x_test[:1000])[:, -1], atol=1e-5)
+    # Through the command, the same "not a digit" as the detector's for a letter.
+    letter = str(non_digit_files / "letter.png")
+    answers = []
+    for model in (out, rejecting_run):
+        main(["predict", "--model", str(model), "--json", letter])
+        answers.append(json.loads(capsys.readouterr().out.strip()))
+    assert set(answers[0]) == ANSWER_FIELDS
+    assert answers[0]["not_a_digit"] == pytest.approx(answers[1]["not_a_digit"], abs=1e-3)
+    # It exports as one graph that agrees with PyTorch (export checks that on test digits itself).
+    assert main(["export", "--model", str(out), "--out", str(out / "model.onnx")]) == 0
+
+
+def test_a_gated_model_needs_a_reader_without_and_a_detector_with_the_output(rejecting_run, tmp_path, capsys):
+    for reader, detector in ((rejecting_run, rejecting_run), (SHIPPED_MODEL, SHIPPED_MODEL)):
+        assert main(["ensemble", str(reader), "--detector", str(detector), "--out", str(tmp_path / "no")]) == 2
+        error = capsys.readouterr().err.strip()
+        assert error.startswith("digitcnn: error:") and "not a digit" in error and "\n" not in error
+    assert not (tmp_path / "no").exists()

@@ -123,6 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     ensemble.add_argument(
         "models", nargs="+", metavar="MODEL", help="run folders or model files; an ensemble counts as its members"
     )
+    ensemble.add_argument(
+        "--detector",
+        metavar="RUN",
+        help="a model trained with --reject, answering 'not a digit' in front of the one MODEL, which keeps its digits",
+    )
     ensemble.add_argument("--out", metavar="DIR", required=True, help="the new run folder")
 
     evaluate = commands.add_parser(

@@ -78,13 +78,20 @@ def run_finetune(arguments) -> int:
 
 
 def run_ensemble(arguments) -> int:
-    from .ensemble import combine_ensemble
+    from .ensemble import combine_ensemble, combine_gated
 
-    result = combine_ensemble(arguments.out, arguments.models)
+    if arguments.detector is None:
+        result = combine_ensemble(arguments.out, arguments.models)
+    elif len(arguments.models) == 1:
+        result = combine_gated(arguments.out, arguments.models[0], arguments.detector)
+    else:
+        raise DigitcnnError("--detector stands in front of one model: make the ensemble first, then gate it")
     if result.get("validation_accuracy") is not None:
         print(f"validation accuracy: {result['validation_accuracy']:.4f}")
+    if result.get("test_digits_flagged") is not None:
+        print(f"test digits answered 'not a digit': {result['test_digits_flagged']:.4f}")
     print(f"test accuracy: {result['test_accuracy']:.4f}")
-    print(f"saved the ensemble to {arguments.out}", file=sys.stderr)
+    print(f"saved the {'gated model' if arguments.detector else 'ensemble'} to {arguments.out}", file=sys.stderr)
     return 0
 
 

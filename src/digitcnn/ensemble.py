@@ -1,6 +1,7 @@
 """Ensembles: trained models answering as one (models.Ensemble, the mean of their probabilities). Trained
 together (`digitcnn train --ensemble N`: each member a run folder of its own) or combined from models trained
-apart (`digitcnn ensemble`). Members are never chosen by their test accuracy."""
+apart (`digitcnn ensemble`). Members are never chosen by their test accuracy. A digit reader behind a "not a
+digit" detector (models.Gated, `digitcnn ensemble READER --detector RUN`) is made here too."""
 
 import dataclasses
 import sys
@@ -19,7 +20,8 @@ from .errors import DigitcnnError
 from .inference import evaluate, load_model
 from .jobs import finish_run, load_split, train_run, trained_on
 from .model_config import ModelConfig, is_torch_model
-from .models import Ensemble
+from .models import Ensemble, Gated
+from .rejection import NOT_A_DIGIT, REJECT, calibrate, rejects
 from .report import validation_slice
 from .runs import CHECKPOINT_FILE, MEMBERS_FOLDER, WEIGHTS_FILE, load_run_model, save_model_file
 
@@ -132,5 +134,51 @@ def combine_ensemble(out, sources: list, verbose: bool = True) -> dict:
     if verbose:
         print(f"ensemble of {len(members)} models from {len(sources)} sources", file=sys.stderr)
     write_run_config(out, RunConfig(data=data, ensemble=EnsembleConfig(len(members), sources=facts["sources"])))
+    save_model_file(model, out / WEIGHTS_FILE)
+    return finish_run(model, out, x_test, y_test, **facts)
+
+
+def combine_gated(out, reader_source, detector_source, verbose: bool = True) -> dict:
+    """A digit reader (any model without "not a digit", an ensemble too) behind a detector (a model trained with
+    `--reject` on the same classes), saved as one model in `out` (models.Gated). Its threshold is chosen as `train
+    --reject` chooses one: on the validation split with generated non-digits, when both held out the same split."""
+    out = Path(out)
+    if (out / WEIGHTS_FILE).exists() or (out / CHECKPOINT_FILE).exists():
+        raise DigitcnnError(f"{out} already holds a model; choose another --out")
+    reader, detector = load_model(reader_source), load_model(detector_source)
+    if not (is_torch_model(reader) and is_torch_model(detector)):
+        raise DigitcnnError("a gated model is made of PyTorch models, not of exported .onnx files")
+    if rejects(reader.config):
+        raise DigitcnnError(f"{reader_source} answers 'not a digit' itself: the reader is a model trained without it")
+    if not rejects(detector.config):
+        raise DigitcnnError(f"{detector_source} has no 'not a digit' answer: train the detector with --reject")
+    if list(detector.config.class_names[:-1]) != list(reader.config.class_names):
+        raise DigitcnnError("the reader and the detector do not share their classes: they were trained on other data")
+    first = reader.config
+    config = ModelConfig(
+        arch="gated",
+        members=[dataclasses.asdict(reader.config), dataclasses.asdict(detector.config)],
+        activation=first.activation,
+        num_classes=first.num_classes + 1,
+        class_names=[*first.class_names, NOT_A_DIGIT],
+        dataset=first.dataset,
+        input_mean=first.input_mean,
+        input_std=first.input_std,
+        not_a_digit_threshold=REJECT.threshold_floor,  # until the validation split chooses it, below
+    )
+    model = Gated(config, [reader, detector])
+    trained = [trained_on(reader_source, reader.config), trained_on(detector_source, detector.config)]
+    # A split the detector trained on would set its threshold too low for digits it never saw: only a shared one.
+    data = trained[0] if trained[0] == trained[1] else dataclasses.replace(trained[0], validation_split=0.0)
+    (x_train, y_train), (x_test, y_test) = load_split(data)
+    data = dataclasses.replace(data, train_examples=len(x_train), test_examples=len(x_test))
+    facts: dict = {"sources": [str(reader_source), str(detector_source)]}
+    if data.validation_split > 0:
+        validation = validation_slice(x_train, y_train, data.validation_split)
+        facts.update(calibrate(model, *validation))
+        facts["validation_accuracy"] = evaluate(model, *validation).accuracy
+    if verbose:
+        print(f"{reader_source} behind the detector {detector_source}", file=sys.stderr)
+    write_run_config(out, RunConfig(data=data, ensemble=EnsembleConfig(2, sources=facts["sources"])))
     save_model_file(model, out / WEIGHTS_FILE)
     return finish_run(model, out, x_test, y_test, **facts)

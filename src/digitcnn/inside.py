@@ -16,7 +16,7 @@ from .errors import NoLayersError
 from .explain import integrated_gradients
 from .metrics import softmax
 from .model_config import is_torch_model
-from .models import ByteDropout, Classifier, Ensemble, inference_network, torch_logits
+from .models import ByteDropout, Classifier, Ensemble, Gated, inference_network, torch_logits
 from .pixels import SIDE, as_pixels
 
 # Modules that belong to the convolution block they follow: a block's tiles are its last one's output, what the
@@ -94,9 +94,10 @@ def layers_to_show(model) -> list[Step]:
             "an exported ONNX model runs in onnxruntime and has no layers to show: "
             "look inside its run folder or .safetensors file instead"
         )
-    if isinstance(model, Ensemble):
+    if isinstance(model, Ensemble | Gated):
+        kind = "an ensemble" if isinstance(model, Ensemble) else "a reader behind a detector"
         raise NoLayersError(
-            f"an ensemble of {len(model.members)} networks has no one set of layers to show: "
+            f"{kind}, {len(model.members)} networks, has no one set of layers to show: "
             "look inside one of its members instead"
         )
     if not isinstance(model, Classifier) or not isinstance(model.body, nn.Sequential):

@@ -65,18 +65,44 @@ class Ensemble(nn.Module):
         return probabilities.clamp_min(1e-12).log()
 
 
+class Gated(nn.Module):
+    """A digit reader behind a "not a digit" detector, answering as one model whose last class is "not a digit":
+    the reader's ten probabilities scaled by the detector's probability that the image is a digit at all. The
+    digits keep the reader's order, so its accuracy is the reader's: the detector costs digits only the ones it
+    flags, and each network is trained and improved on its own. Each member answers at its own fitted temperature;
+    the "logits" are log-probabilities, so softmax gives them back. `digitcnn ensemble READER --detector RUN`."""
+
+    def __init__(self, config: ModelConfig, members: list[nn.Module]):
+        super().__init__()
+        if len(members) != 2:
+            raise ValueError("a gated model is two networks: a digit reader and a detector")
+        self.config = config
+        self.members = nn.ModuleList(members)  # [reader, detector], the layout an Ensemble's weights have
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        reader, detector = self.members
+        digits = F.log_softmax(reader(pixels) / reader.config.temperature, dim=1)  # (N, 10)
+        judged = F.log_softmax(detector(pixels) / detector.config.temperature, dim=1)  # (N, 11): its last, not a digit
+        is_digit = torch.logsumexp(judged[:, :-1], dim=1, keepdim=True)  # log(1 - p), without rounding to log(0)
+        return torch.cat([digits + is_digit, judged[:, -1:]], dim=1)
+
+
+# Models made of trained models, built from their members' configs.
+COMPOSITES = {"ensemble": Ensemble, "gated": Gated}
+
+
 def build_model(arch: str = "fast", activation: str = "relu", num_classes: int = 10, **config) -> Classifier:
     """Builds an untrained model by architecture name; extra keywords are ModelConfig fields."""
-    if arch not in ARCHITECTURES and arch != "ensemble":
+    if arch not in ARCHITECTURES and arch not in COMPOSITES:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(sorted(ARCHITECTURES))}")
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}")
     model_config = ModelConfig(arch=arch, activation=activation, num_classes=num_classes, **config)
     if len(model_config.class_names) != num_classes:
         model_config.class_names = [str(index) for index in range(num_classes)]
-    if arch == "ensemble":
+    if arch in COMPOSITES:
         members = [build_model(**member) for member in model_config.members or []]
-        model = Ensemble(model_config, members)
+        model = COMPOSITES[arch](model_config, members)
     else:
         model = Classifier(model_config, ARCHITECTURES[arch](model_config))
     # oneDNN's preferred layout, faster on CPUs (benchmarks.levers measures it); the logits are unchanged.
