@@ -95,11 +95,9 @@ def layers_to_show(model) -> list[Step]:
             "look inside its run folder or .safetensors file instead"
         )
     if isinstance(model, Ensemble | Gated):
-        kind = "an ensemble" if isinstance(model, Ensemble) else "a reader behind a detector"
-        raise NoLayersError(
-            f"{kind}, {len(model.members)} networks, has no one set of layers to show: "
-            "look inside one of its members instead"
-        )
+        count = len(model.members)
+        kind = f"an ensemble of {count} networks" if isinstance(model, Ensemble) else "a reader behind a detector"
+        raise NoLayersError(f"{kind} has no one set of layers to show: look inside one of its members instead")
     if not isinstance(model, Classifier) or not isinstance(model.body, nn.Sequential):
         raise NoLayersError(f"a {type(model).__name__} has no sequential body of layers to show")
     steps: list[Step] = []
