@@ -228,12 +228,8 @@ class FinetuneConfig:
         "step takes; the base's stroke detectors stay",
         at_least=0,
     )
-    steps: int = knob(
-        400,
-        "optimizer steps, whatever the number of samples: the time a fine-tune takes; 150 read the hardest "
-        "styles less well and let a very narrow hand pull MNIST's accuracy under 99.5%",
-        at_least=1,
-    )
+    # 150 steps read the hardest hands worse and let a very narrow one take MNIST under 99.5% (benchmarks.finetune).
+    steps: int = knob(400, "optimizer steps, whatever the number of samples: the time a fine-tune takes", at_least=1)
     batch_size: int = knob(128, "examples per step: the person's samples, the rest rehearsal", at_least=2)
     own_per_batch: int = knob(32, "the person's samples (drawn with replacement, augmented) in each batch", at_least=1)
     learning_rate: float = knob(
