@@ -94,7 +94,9 @@ def test_malformed_requests_are_4xx_never_500(client):
     no_file = client.post("/api/predict", data={"name": "x"}, files={"other": ("a.png", b"123")})
     assert no_file.status_code == 422 and "file" in no_file.json()["error"]
     assert client.get("/api/predict").status_code == 405
-    assert client.post("/api/predict?include_input=maybe", content=b"x").status_code == 422
+    bad_parameter = client.post("/api/predict?include_input=maybe", content=b"x")
+    assert bad_parameter.status_code == 422 and set(bad_parameter.json()) == {"error"}
+    assert "include_input" in bad_parameter.json()["error"]
     assert client.get("/static/../serve.py").status_code == 404
     assert client.get("/static/index.html").status_code == 404  # only the page's own assets, by fixed name
     assert client.get("/no/such/page").json() == {"error": "Not Found"}

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -226,6 +227,11 @@ def create_app(model_source: str | Path | None = None, workers: int = 1, samples
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request, error):
         return JSONResponse({"error": str(error.detail)}, status_code=error.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_parameter(request, error):  # the API's one error shape, not FastAPI's {"detail": [...]}
+        problems = "; ".join(f"{'.'.join(map(str, each['loc'][1:]))}: {each['msg']}" for each in error.errors())
+        return JSONResponse({"error": f"bad request: {problems}"}, status_code=422)
 
     @app.exception_handler(DigitcnnError)
     async def user_error(request, error):
