@@ -67,9 +67,14 @@ class ThreadReader:
         pass
 
 
-def send_message(connection: socket.socket, message) -> None:
+def framed(message) -> bytes:
+    """A message as it goes over a reader's socket, either way: its length, then its pickle."""
     payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    connection.sendall(MESSAGE_LENGTH.pack(len(payload)) + payload)
+    return MESSAGE_LENGTH.pack(len(payload)) + payload
+
+
+def send_message(connection: socket.socket, message) -> None:
+    connection.sendall(framed(message))
 
 
 def receive_message(stream):
@@ -126,9 +131,8 @@ class ReaderProcess:
         await self.receive()
 
     async def read(self, request: tuple) -> Response:
-        payload = pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)
         try:
-            await asyncio.get_running_loop().sock_sendall(self.connection, MESSAGE_LENGTH.pack(len(payload)) + payload)
+            await asyncio.get_running_loop().sock_sendall(self.connection, framed(request))
         except ConnectionError as error:
             raise ReaderStopped() from error
         reply = await self.receive()

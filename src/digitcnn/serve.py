@@ -192,7 +192,7 @@ def create_app(model_source: str | Path | None = None, workers: int = 1, samples
     # on onnxruntime than on PyTorch (benchmarks.onnx_vs_torch); the look-inside view needs the PyTorch layers.
     if workers == 1:
         reader = ThreadReader(load_model(model_source, onnx_twin=True))
-    else:  # each reader process loads it (start_reader)
+    else:  # each reader process loads it (readers.reader_main)
         reader = ProcessReader(model_source, workers)
     results = model_results(model_source) if model_source else model_results(default_model_path())
     health = {
