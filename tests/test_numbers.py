@@ -20,14 +20,8 @@ from digitcnn.cli import main
 from digitcnn.serve import create_app
 from digitcnn.strokes import label_components
 
-# Test digits (among the first hundred) whose inks join into one blob at that spacing and whose number the search
-# reads: chosen so, since it reads about one such blob in five; benchmarks/numbers.py measures the rates.
-JOINED = {
-    ("touching", "171"): [2, 0, 39],
-    ("touching", "134"): [94, 90, 4],
-    ("overlapping 1-3 px", "363"): [63, 50, 90],
-    ("overlapping 1-3 px", "121"): [31, 77, 39],
-}
+# Numbers whose inks join must read at least at these rates (of 20 each); benchmarks/numbers.py measures them.
+JOINED_FLOORS = {"touching": 0.8, "overlapping 1-3 px": 0.7}
 
 
 @pytest.fixture(scope="module")
@@ -95,16 +89,30 @@ def test_a_spaced_number_reads_left_to_right_through_the_cli_and_the_api(mnist, 
     assert f"number.png: {truth} (6 digits" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(("spacing", "truth"), list(JOINED))
-def test_touching_and_overlapping_digits_are_split(mnist, tmp_path, capsys, client, spacing, truth):
+def joined_numbers(x_test, y_test, spacing: str, count: int) -> list[tuple[bytes, str]]:
+    """Numbers of 2-4 test digits at that spacing whose inks really join (fewer blobs than digits), as PNGs."""
+    rng, found = np.random.default_rng(0), []
+    while len(found) < count:
+        indices = rng.choice(1000, int(rng.integers(2, 5)), replace=False)
+        png = paper_png(compose(list(x_test[indices]), SPACINGS[spacing], rng))
+        if components_of(png) < len(indices):
+            found.append((png, "".join(str(label) for label in y_test[indices])))
+    return found
+
+
+@pytest.mark.parametrize("spacing", list(JOINED_FLOORS))
+def test_touching_and_overlapping_digits_are_read_apart(mnist, tmp_path, capsys, client, spacing):
     _, (x_test, y_test) = mnist
-    indices = JOINED[(spacing, truth)]
-    assert "".join(str(label) for label in y_test[indices]) == truth
-    png = number_png(x_test, indices, spacing)
-    assert components_of(png) == 1  # really one blob of ink: the search must cut it
+    numbers = joined_numbers(x_test, y_test, spacing, 20)
+    texts = [read(png)["text"] for png, _ in numbers]
+    assert np.mean([text == truth for text, (_, truth) in zip(texts, numbers, strict=True)]) >= JOINED_FLOORS[spacing]
+    png, truth = next((png, truth) for text, (png, truth) in zip(texts, numbers, strict=True) if text == truth)
     code, printed = predict_json(tmp_path, capsys, "joined.png", png)
-    assert code == 0 and printed["text"] == truth and len(printed["digits"]) == 3
-    assert client.post("/api/predict", content=png).json()["text"] == truth
+    assert code == 0 and printed["text"] == truth and len(printed["digits"]) == len(truth)
+    lefts = [digit["box"][0] for digit in printed["digits"]]
+    assert lefts == sorted(lefts) and all(digit["label"] is not None for digit in printed["digits"])
+    answered = client.post("/api/predict", files={"file": (str(tmp_path / "joined.png"), png)})
+    assert answered.status_code == 200 and answered.json() == printed
 
 
 def test_a_digit_in_two_pieces_reads_as_one_alone_and_inside_a_number(mnist, tmp_path, capsys, client):

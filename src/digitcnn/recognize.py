@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import ImageError, NoDigitError, TooManyDigitsError
+from .files import file_sha256
 from .images import load_image, normalize_mode
 from .inference import load_model, predict_logits
 from .metrics import softmax
@@ -19,6 +20,10 @@ from .preprocess import frame_digit, preprocess
 from .rejection import NOT_A_DIGIT, digit_probabilities, rejects
 from .search import DIGITS, best_digits
 from .segment import DEFAULTS, Layout, SegmentConfig, cut_unsure, lay_out
+from .strips import OnnxStripReader, reread_blobs
+
+# Reads blobs of touching digits whole (strips.py); `python -m digitcnn.strip_training` reproduces it.
+STRIP_READER = Path(__file__).parent / "weights" / "strips.safetensors"
 
 # Below this top-class probability the answer is flagged unsure. A calibrated model that says 0.7 is right
 # about 70% of the time; we would rather say "not sure" than be wrong that often.
@@ -163,6 +168,11 @@ def take_digits(
     threshold = getattr(model.config, "not_a_digit_threshold", None)  # a model with the "not a digit" output
     not_a_digit = probabilities[:, -1] if threshold is not None else None
     lines = best_digits(layout, logits, config, not_a_digit)
+    if config.read_blobs and (read_strips := strip_reader()) is not None:
+        classify = lambda crops: calibrated(predict_logits(model, np.stack(crops)), model)  # noqa: E731
+        lines, probabilities = reread_blobs(
+            layout, lines, probabilities, read_strips, classify, config.classifier_weight
+        )
     chosen = [index for line in lines for index in line]
     if not chosen:
         reading.error, reading.failure = "no digit found", NoDigitError("no digit found")
@@ -219,6 +229,23 @@ def digit_entry(probabilities: np.ndarray, box: list[int] | None, not_a_digit_th
         if entry["not_a_digit"] >= not_a_digit_threshold:
             entry["label"], entry["unsure"] = None, True
     return entry
+
+
+@functools.cache
+def strip_reader():
+    """The shipped strip reader as a function of strips, or None in an install without it: its ONNX twin when
+    onnxruntime is installed and the twin was exported from these weights, else the weights in PyTorch."""
+    if not STRIP_READER.exists():
+        return None
+    twin = STRIP_READER.with_suffix(".onnx")
+    try:
+        if twin.is_file() and (reader := OnnxStripReader(twin)).source_sha256 == file_sha256(STRIP_READER):
+            return reader
+    except ImportError:
+        pass  # no onnxruntime (the export extra): PyTorch reads it
+    from .strip_training import load_strip_reader, torch_reader
+
+    return torch_reader(load_strip_reader(STRIP_READER))
 
 
 @functools.cache

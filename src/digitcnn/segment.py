@@ -54,6 +54,10 @@ class SegmentConfig:
     seam_rows: int = 48  # seams are found on a copy of the component at most this tall (a row is a loop step)
     max_cut_strokes: float = 2.5  # a seam crossing more strokes than this cuts through a digit, not between two
     min_part: float = 0.1  # of a component's ink: a seam leaving less on one side shaves a sliver, cuts nothing
+    read_blobs: bool = True  # a component the search cut is read whole by the strip reader (strips.py) too
+    # How much the classifier's log-probabilities count beside the strip reader's when the two readings of a blob
+    # compete (strips.reread_blobs). Chosen on validation numbers (--split train): 0.1, 0.3 and 1 were tried.
+    classifier_weight: float = 0.3
     # The search's weights, tuned on numbers built from MNIST's training digits (benchmarks/numbers.py
     # --split train), never on its test digits. A path's score is the sum over its digits of log P(one digit)
     # + digit_bonus (search.digit_scores), less cut_cost per stroke a cut crosses and skip_cost per line

@@ -1,0 +1,281 @@
+"""The strip reader (strips.py) as a PyTorch network, the synthetic numbers it learns from, and its training.
+
+Numbers are built from MNIST's first 54,000 training digits only (the last 6,000 are the validation split, and
+the test digits are the numbers benchmark's), side by side at every spacing from wide gaps to 4 px of overlap,
+each digit a little smaller or larger and off the baseline, then enlarged and brought back through
+`strip_input` as a photographed number's blob is. Reproduce the shipped reader:
+
+    .venv/bin/python -m digitcnn.strip_training --out src/digitcnn/weights/strips.safetensors
+"""
+
+import argparse
+import dataclasses
+import functools
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .errors import ModelError
+from .files import atomic_path
+from .preprocess import morphology
+from .strips import BLANK, FRAME, METADATA_KEY, STRIP_HEIGHT, decode, read_strips, strip_input
+
+INK = 0.5  # a pixel above half intensity is ink when the space between two digits is measured
+
+
+@dataclasses.dataclass(frozen=True)
+class StripTrainingConfig:
+    steps: int = 6000  # batches; ~25 min on 2 cores
+    batch_size: int = 64  # strips per batch
+    learning_rate: float = 2e-3  # Adam's peak, reached after a tenth of the steps, then cosine to zero
+    weight_decay: float = 5e-4
+    seed: int = 0
+    training_digits: int = 54_000  # MNIST's training digits numbers are built from; the rest is validation
+    max_digits: int = 6  # digits per training number (1 to this)
+    smallest_scale: float = 0.8  # each digit is drawn at this to 1.1 times MNIST's size
+    largest_scale: float = 1.1
+    baseline_jitter: int = 3  # px at MNIST's scale, up or down
+    # Spaces between neighbouring digits' ink boxes, px at MNIST's scale (negative: columns shared), drawn from
+    # these ranges with these weights: touching and overlapping digits are what the search cannot cut.
+    spacings: tuple = ((3, 12, 0.2), (0, 3, 0.25), (0, 0, 0.2), (-4, -1, 0.35))
+    enlarge: tuple = (1.5, 5.0)  # the built number is enlarged by this before strip_input scales it back
+    shear: float = 0.3  # columns per row, either way
+    thicker_pen: int = 2  # px at MNIST's scale
+
+
+class StripReader(nn.Module):
+    """(N, 1, 32, W) strips in [0, 1] -> (N, W / 2, 11) logits, a frame per two columns, class 10 the blank."""
+
+    def __init__(self, width: int = 64):
+        super().__init__()
+
+        def block(inputs, outputs, pool):
+            layers = [nn.Conv2d(inputs, outputs, 3, padding=1, bias=False), nn.BatchNorm2d(outputs), nn.ReLU()]
+            return layers + [nn.MaxPool2d(pool)]
+
+        self.features = nn.Sequential(
+            *block(1, width // 2, (2, 2)),  # 16 x W/2
+            *block(width // 2, width, (2, 1)),  # 8 x W/2
+            *block(width, width * 3 // 2, (2, 1)),  # 4 x W/2
+            nn.Conv2d(width * 3 // 2, 2 * width, (4, 3), padding=(0, 1), bias=False),  # 1 x W/2
+            nn.BatchNorm2d(2 * width),
+            nn.ReLU(),
+        )
+        self.head = nn.Sequential(  # each frame sees ~40 columns: a digit and its neighbours' edges
+            nn.Conv1d(2 * width, 2 * width, 5, padding=2, bias=False),
+            nn.BatchNorm1d(2 * width),
+            nn.ReLU(),
+            nn.Conv1d(2 * width, 2 * width, 5, padding=2, bias=False),
+            nn.BatchNorm1d(2 * width),
+            nn.ReLU(),
+            nn.Dropout(0.1),
+            nn.Conv1d(2 * width, BLANK + 1, 1),
+        )
+        self.width = width
+
+    def forward(self, strips: torch.Tensor) -> torch.Tensor:
+        features = self.features((strips - 0.1307) / 0.3081).squeeze(2)  # N, C, W/2
+        return self.head(features).transpose(1, 2)
+
+
+def synthetic_number(images: np.ndarray, labels: np.ndarray, rng, config: StripTrainingConfig, count: int):
+    """A number of `count` random digits, as (strip input, its labels)."""
+    chosen = rng.integers(0, len(images), count)
+    low, high, weights = zip(*config.spacings, strict=True)
+    kinds = rng.choice(len(weights), count - 1, p=np.array(weights) / sum(weights))
+    placed, lefts = [], [0]
+    for index in chosen:
+        digit = images[index]
+        columns = np.flatnonzero(digit.max(axis=0) > 0)
+        digit = digit[:, columns[0] : columns[-1] + 1]
+        scale = rng.uniform(config.smallest_scale, config.largest_scale)
+        size = (max(1, round(digit.shape[1] * scale)), max(1, round(28 * scale)))
+        image = np.asarray(Image.fromarray(digit).resize(size, Image.Resampling.BILINEAR), np.float32) / 255
+        top = config.baseline_jitter + round((28 * config.largest_scale - size[1]) / 2)
+        placed.append((image, top + int(rng.integers(-config.baseline_jitter, config.baseline_jitter + 1))))
+    for (left_image, _), (right_image, _), kind in zip(placed[:-1], placed[1:], kinds, strict=True):
+        space = int(rng.integers(low[kind], high[kind] + 1))
+        left_ink = np.flatnonzero(left_image.max(axis=0) > INK)
+        right_ink = np.flatnonzero(right_image.max(axis=0) > INK)
+        lefts.append(lefts[-1] + int(left_ink[-1]) + 1 + space - int(right_ink[0]))
+    shift = -min(lefts)
+    width = max(left + image.shape[1] for left, (image, _) in zip(lefts, placed, strict=True)) + shift
+    height = max(top + image.shape[0] for image, top in placed)
+    strip = np.zeros((height, width), np.float32)
+    for left, (image, top) in zip(lefts, placed, strict=True):
+        window = strip[top : top + image.shape[0], left + shift : left + shift + image.shape[1]]
+        np.maximum(window, image, out=window)
+    factor = rng.uniform(*config.enlarge)
+    shear = rng.uniform(-config.shear, config.shear)  # a hand that slants more or less than MNIST's writers
+    size = (round(strip.shape[1] * factor), round(strip.shape[0] * factor))
+    enlarged = Image.fromarray(strip, "F").resize(size, Image.Resampling.BICUBIC)
+    slack = round(abs(shear) * size[1])
+    enlarged = enlarged.transform(
+        (size[0] + slack, size[1]), Image.Transform.AFFINE,
+        (1, shear, -slack if shear > 0 else 0, 0, 1, 0), Image.Resampling.BILINEAR,
+    )  # fmt: skip
+    enlarged = np.asarray(enlarged, np.float32)
+    pen = int(rng.integers(-1, config.thicker_pen + 1))  # strokes a pixel thinner to this much thicker
+    if pen and rng.random() < 0.5:
+        enlarged = morphology(enlarged, round(pen * factor / 2))
+    rows, columns = np.flatnonzero(enlarged.max(axis=1) > 0.1), np.flatnonzero(enlarged.max(axis=0) > 0.1)
+    enlarged = enlarged[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1]
+    return strip_input(np.clip(enlarged, 0, 1)), labels[chosen]
+
+
+def batch(images, labels, rng, config: StripTrainingConfig):
+    """A padded batch: strips (N, 1, 32, W), targets concatenated, frames and target lengths per strip. Its
+    numbers all have as many digits, so few columns are padding."""
+    count = int(rng.integers(1, config.max_digits + 1))
+    numbers = [synthetic_number(images, labels, rng, config, count) for _ in range(config.batch_size)]
+    numbers = [(strip, digits) for strip, digits in numbers if strip is not None]
+    width = max(strip.shape[1] for strip, _ in numbers)
+    strips = np.zeros((len(numbers), 1, STRIP_HEIGHT, width), np.float32)
+    for row, (strip, _) in enumerate(numbers):
+        strips[row, 0, :, : strip.shape[1]] = strip
+    frames = torch.tensor([strip.shape[1] // FRAME for strip, _ in numbers])
+    targets = torch.from_numpy(np.concatenate([digits for _, digits in numbers]).astype(np.int64))
+    return torch.from_numpy(strips), targets, frames, torch.tensor([len(digits) for _, digits in numbers])
+
+
+def learning_rate(step: int, config: StripTrainingConfig) -> float:
+    warmup = config.steps // 10
+    if step < warmup:
+        return config.learning_rate * (step + 1) / warmup
+    return config.learning_rate * 0.5 * (1 + math.cos(math.pi * (step - warmup) / (config.steps - warmup)))
+
+
+def train_strip_reader(images, labels, config: StripTrainingConfig, log=print) -> StripReader:
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    images, labels = images[: config.training_digits], labels[: config.training_digits]
+    model = StripReader()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    loss_function = nn.CTCLoss(blank=BLANK, zero_infinity=True)
+    started, running = time.perf_counter(), []
+    for step in range(config.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, config)
+        strips, targets, frames, lengths = batch(images, labels, rng, config)
+        log_probabilities = model(strips).log_softmax(2).transpose(0, 1)  # T, N, 11 as CTCLoss takes them
+        loss = loss_function(log_probabilities, targets, frames, lengths)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        running.append(float(loss.detach()))
+        if (step + 1) % 500 == 0 or step + 1 == config.steps:
+            log(f"step {step + 1}/{config.steps}: loss {np.mean(running):.4f}, {time.perf_counter() - started:.0f} s")
+            running = []
+    return model.eval()
+
+
+def torch_reader(model: StripReader):
+    """The reader as `strips.read_strips` takes it: strips -> each one's digits."""
+
+    def logits(strips: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return model(torch.from_numpy(strips)).numpy()
+
+    return functools.partial(read_strips, logits)
+
+
+def validation_accuracy(model, images, labels, config: StripTrainingConfig, count: int = 2000) -> dict:
+    """Numbers built from the validation digits, per spacing: the share read exactly."""
+    result = {}
+    for low, high, _ in config.spacings:
+        spacing_only = dataclasses.replace(config, spacings=((low, high, 1.0),))
+        rng = np.random.default_rng(1)
+        numbers = [synthetic_number(images, labels, rng, spacing_only, 2 + index % 5) for index in range(count)]
+        read = torch_reader(model)([strip for strip, _ in numbers])
+        right = [
+            [int(digit.argmax()) for digit, _ in decode(row)] == list(truth)
+            for row, (_, truth) in zip(read, numbers, strict=True)
+        ]
+        result[f"{low}..{high} px"] = round(float(np.mean(right)), 4)
+    return result
+
+
+def save_strip_reader(model: StripReader, path, results: dict) -> None:
+    metadata = {METADATA_KEY: json.dumps({"width": model.width, "results": results})}
+    with atomic_path(path) as temporary:
+        save_file({name: tensor.contiguous() for name, tensor in model.state_dict().items()}, temporary, metadata)
+
+
+def export_strip_reader(model: StripReader, path, source) -> None:
+    """The reader as ONNX beside its weights (`strips.OnnxStripReader` runs it without PyTorch), kept only when
+    onnxruntime reads validation strips of every width as PyTorch does."""
+    import warnings
+
+    from .files import file_sha256
+    from .onnx_model import OPSET, TOLERANCE, import_extra
+    from .strips import OnnxStripReader
+
+    onnx = import_extra("onnx", "exporting the strip reader")
+    with atomic_path(path) as temporary:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(
+                model,
+                (torch.rand(2, 1, STRIP_HEIGHT, 48),),
+                str(temporary),
+                input_names=["strips"],
+                output_names=["logits"],
+                dynamic_axes={"strips": {0: "batch", 3: "width"}, "logits": {0: "batch", 1: "frames"}},
+                opset_version=OPSET,
+                dynamo=False,
+            )
+        exported = onnx.load(str(temporary))
+        onnx.helper.set_model_props(exported, {METADATA_KEY: json.dumps({"source_sha256": file_sha256(source)})})
+        onnx.save(exported, str(temporary))
+        twin = OnnxStripReader(temporary)
+        with torch.inference_mode():
+            for width in (16, 58, 120):
+                batch_of_strips = torch.rand(3, 1, STRIP_HEIGHT, width)
+                difference = np.abs(twin.logits(batch_of_strips.numpy()) - model(batch_of_strips).numpy()).max()
+                if difference > TOLERANCE:
+                    raise ModelError(f"the strip reader's ONNX export differs from PyTorch by {difference:.2e}")
+
+
+def load_strip_reader(path) -> StripReader:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        model = StripReader(json.loads(metadata[METADATA_KEY])["width"])
+        model.load_state_dict(load_file(str(path)))
+    except (OSError, KeyError, ValueError, RuntimeError, SafetensorError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelError(f"{path} is not a strip reader: {reason}") from None
+    return model.eval()
+
+
+def main(argv: list[str] | None = None) -> None:
+    from .data import load_data
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, help="the .safetensors file to write; its ONNX twin goes beside it")
+    parser.add_argument("--steps", type=int, default=StripTrainingConfig.steps)
+    parser.add_argument("--seed", type=int, default=StripTrainingConfig.seed)
+    parser.add_argument("--validation-numbers", type=int, default=2000, help="numbers per spacing read after")
+    arguments = parser.parse_args(argv)
+    config = StripTrainingConfig(steps=arguments.steps, seed=arguments.seed)
+    (images, labels), _ = load_data()
+    model = train_strip_reader(images, labels, config)
+    validation = images[config.training_digits :], labels[config.training_digits :]
+    exact = validation_accuracy(model, *validation, config, arguments.validation_numbers)
+    results = {"validation_exact": exact, "steps": config.steps, "seed": config.seed}
+    print(results)
+    save_strip_reader(model, arguments.out, results)
+    export_strip_reader(model, Path(arguments.out).with_suffix(".onnx"), arguments.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""The strip reader (strips.py): its CTC arithmetic against PyTorch's, its shipped weights and their ONNX twin, and
+its training script end to end on real MNIST digits."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from digitcnn.errors import ModelError
+from digitcnn.files import file_sha256
+from digitcnn.recognize import STRIP_READER, strip_reader
+from digitcnn.strip_training import (
+    StripTrainingConfig,
+    load_strip_reader,
+    main,
+    synthetic_number,
+    torch_reader,
+)
+from digitcnn.strips import BLANK, METADATA_KEY, OnnxStripReader, decode, log_likelihood
+
+
+def test_the_log_likelihood_of_a_reading_is_pytorchs_ctc():
+    log_probabilities = torch.randn(30, BLANK + 1, generator=torch.Generator().manual_seed(0)).log_softmax(1)
+    for labels in ([3, 5], [3, 3], [1], [2, 2, 2], [0, 9, 0, 9]):
+        expected = -torch.nn.functional.ctc_loss(
+            log_probabilities[:, None], torch.tensor([labels]), [30], [len(labels)], blank=BLANK, reduction="sum"
+        )
+        assert log_likelihood(log_probabilities.double().numpy(), labels) == pytest.approx(float(expected), abs=1e-4)
+
+
+def test_decoding_collapses_repeats_and_keeps_a_digit_written_twice():
+    def frames(classes: list[int]) -> np.ndarray:
+        log_probabilities = np.full((len(classes), BLANK + 1), np.log(0.01))
+        log_probabilities[np.arange(len(classes)), classes] = np.log(0.9)
+        return log_probabilities
+
+    read = decode(frames([BLANK, 1, 1, BLANK, 1, 7, 7, BLANK]))
+    assert [int(digit.argmax()) for digit, _ in read] == [1, 1, 7]
+    assert [centre for _, centre in read] == [3.0, 9.0, 11.0]  # surest frame of each run, in input columns
+    assert decode(frames([BLANK, BLANK])) == []
+
+
+@pytest.fixture(scope="module")
+def numbers(mnist):
+    """Numbers of 2-6 touching or overlapping MNIST test digits, built as the reader's training numbers are."""
+    _, (x_test, y_test) = mnist
+    config = StripTrainingConfig(spacings=((-3, 0, 1.0),))
+    rng = np.random.default_rng(0)
+    return [synthetic_number(x_test, y_test, rng, config, 2 + index % 5) for index in range(200)]
+
+
+def test_the_shipped_reader_reads_touching_test_numbers_and_its_twin_agrees(numbers):
+    assert STRIP_READER.exists() and STRIP_READER.with_suffix(".onnx").exists()
+    twin = OnnxStripReader(STRIP_READER.with_suffix(".onnx"))
+    assert twin.source_sha256 == file_sha256(STRIP_READER), "stale twin: python -m digitcnn.strip_training"
+    assert isinstance(strip_reader(), OnnxStripReader)  # predict reads blobs through it, without PyTorch
+    weights = load_strip_reader(STRIP_READER)
+    strips = [strip for strip, _ in numbers]
+    by_torch, by_twin = torch_reader(weights)(strips), twin(strips)
+    for torch_row, twin_row in zip(by_torch, by_twin, strict=True):
+        np.testing.assert_allclose(twin_row, torch_row, atol=1e-4)
+    exact = [
+        [int(digit.argmax()) for digit, _ in decode(row)] == list(truth)
+        for row, (_, truth) in zip(by_twin, numbers, strict=True)
+    ]
+    assert np.mean(exact) >= 0.8  # whole numbers, digits touching or sharing up to 3 columns
+
+
+def test_a_file_that_is_not_a_strip_reader_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "reader.safetensors"
+    path.write_bytes(b"not safetensors at all")
+    with pytest.raises(ModelError, match="is not a strip reader") as raised:
+        load_strip_reader(path)
+    assert "\n" not in str(raised.value)
+
+
+def test_the_training_script_writes_a_reader_and_its_checked_twin(tmp_path, capsys):
+    out = tmp_path / "reader.safetensors"
+    main(["--out", str(out), "--steps", "20", "--validation-numbers", "20"])
+    with safe_open(str(out), framework="pt") as handle:
+        recorded = json.loads(handle.metadata()[METADATA_KEY])
+    assert recorded["results"]["steps"] == 20 and len(recorded["results"]["validation_exact"]) == 4
+    twin = OnnxStripReader(out.with_suffix(".onnx"))
+    assert twin.source_sha256 == file_sha256(out)
+    assert "step 20/20: loss" in capsys.readouterr().out
