@@ -8,7 +8,9 @@ Spacings are horizontal distances between the boxes of two neighbours' inks (pix
 MNIST's scale: a gap of g px leaves g empty columns between the boxes, touching boxes share an edge, and
 overlapping by k px share k columns. Slanted digits' strokes may meet at any of these spacings; the table says
 how many numbers hold ink that does (`inks_touch`: fewer connected blobs than digits). Each digit is also scaled
-by 0.85-1 and moved up to 2 px off the baseline.
+by 0.85-1 and moved up to 2 px off the baseline. Blobs of digits that touch are read whole by the shipped strip
+reader too (`digitcnn/strips.py`, trained on numbers of MNIST's first 54,000 training digits only); `--no-strips`
+reads as before it, by the search's cuts alone.
 
     .venv/bin/python -m benchmarks.numbers                 # MNIST's test digits: the reported figures
     .venv/bin/python -m benchmarks.numbers --split train   # the last 6,000 training digits: tune on these
@@ -17,6 +19,7 @@ by 0.85-1 and moved up to 2 px off the baseline.
 """
 
 import argparse
+import dataclasses
 import io
 import statistics
 import sys
@@ -29,9 +32,11 @@ from PIL import Image
 from benchmarks.common import machine, write_result
 from benchmarks.user_style import canvas_drawing, paper_photo, scan
 from digitcnn import load_data, load_model, predict
+from digitcnn.files import file_sha256
 from digitcnn.images import load_image
 from digitcnn.preprocess import preprocess
-from digitcnn.recognize import read_images
+from digitcnn.recognize import STRIP_READER, read_images
+from digitcnn.segment import DEFAULTS, SegmentConfig
 from digitcnn.strokes import label_components
 
 SPACINGS = {"wide gaps": (6, 12), "tight gaps": (1, 3), "touching": (0, 0), "overlapping 1-3 px": (-3, -1)}
@@ -141,7 +146,7 @@ def edit_distance(read: str, truth: str) -> int:
     return row[-1]
 
 
-def numbers_table(model, images, labels, count: int, rng) -> dict:
+def numbers_table(model, images, labels, count: int, rng, config: SegmentConfig = DEFAULTS) -> dict:
     rows = {}
     for spacing_name, spacing in SPACINGS.items():
         for render_name, render in RENDERS.items():
@@ -152,7 +157,7 @@ def numbers_table(model, images, labels, count: int, rng) -> dict:
                 strip = compose(list(images[chosen]), spacing, rng)
                 touching += label_components(strip * 255 > INK)[1].shape[0] < len(chosen)
                 files.append(render(strip, rng))
-            texts = [reading.text for reading in read_images(model, files)]
+            texts = [reading.text for reading in read_images(model, files, config=config)]
             exact = float(np.mean([text == truth for text, truth in zip(texts, truths, strict=True)]))
             errors = sum(edit_distance(text, truth) for text, truth in zip(texts, truths, strict=True))
             digits = sum(len(truth) for truth in truths)
@@ -173,7 +178,7 @@ def numbers_table(model, images, labels, count: int, rng) -> dict:
     return rows
 
 
-def singles_table(model, images, labels, rng) -> dict:
+def singles_table(model, images, labels, rng, config: SegmentConfig = DEFAULTS) -> dict:
     """Single digits through today's path (load_image -> preprocess -> predict) and through read_images."""
     styles = {
         "MNIST as it is (28x28 PNG)": lambda digit, rng: encoded(Image.fromarray(digit), "PNG"),
@@ -185,7 +190,7 @@ def singles_table(model, images, labels, rng) -> dict:
     for name, render in styles.items():
         files = [render(digit, rng) for digit in images]
         old = predict(model, np.stack([preprocess(load_image(data)) for data in files])).argmax(axis=1)
-        new = np.array([-1 if r.label is None else r.label for r in read_images(model, files)])
+        new = np.array([-1 if r.label is None else r.label for r in read_images(model, files, config=config)])
         row = {
             "digits": len(files),
             "old_path": round(float((old == labels).mean()), 4),
@@ -200,7 +205,7 @@ def singles_table(model, images, labels, rng) -> dict:
     return rows
 
 
-def timings(model, images, labels, rng, repeats: int) -> dict:
+def timings(model, images, labels, rng, repeats: int, config: SegmentConfig = DEFAULTS) -> dict:
     """Milliseconds (median) to read a 4,000 x 3,000 photo of a 6-digit number and a 140x140 digit PNG."""
     chosen = rng.choice(len(images), 6, replace=False)
     strip = compose(list(images[chosen]), SPACINGS["tight gaps"], rng)
@@ -212,14 +217,14 @@ def timings(model, images, labels, rng, repeats: int) -> dict:
         torch.set_num_threads(threads)
         cases = (("photo_4000x3000_6_digits_ms", big, repeats), ("digit_140x140_ms", small, 10 * repeats))
         for name, data, times in cases:
-            read_images(model, [data])  # warm
+            read_images(model, [data], config=config)  # warm
             spent = []
             for _ in range(times):
                 started = time.perf_counter()
-                read_images(model, [data])
+                read_images(model, [data], config=config)
                 spent.append(1000 * (time.perf_counter() - started))
             result[f"{name}_{threads}_threads"] = round(statistics.median(spent), 1)
-    big_text = read_images(model, [big])[0].text
+    big_text = read_images(model, [big], config=config)[0].text
     result["photo_read"] = big_text
     result["photo_truth"] = "".join(str(label) for label in labels[chosen])
     print(result, flush=True)
@@ -244,9 +249,12 @@ def main() -> None:
     parser.add_argument(
         "--timings-only", action="store_true", help="only the two read times, into numbers-timings.json"
     )
+    parser.add_argument("--no-strips", action="store_true", help="without the strip reader: the search's cuts alone")
     parser.add_argument("--out", default=None, help="default: benchmarks/results/numbers[-train].json")
     arguments = parser.parse_args()
     count, singles = (10, 50) if arguments.tiny else (arguments.numbers, arguments.singles)
+    config = dataclasses.replace(DEFAULTS, read_blobs=not arguments.no_strips)
+    strips = None if arguments.no_strips else file_sha256(STRIP_READER)[:12]
     model = load_model(arguments.model)
     (x_train, y_train), (x_test, y_test) = load_data()
     images, labels = (x_test, y_test) if arguments.split == "test" else (x_train[-6000:], y_train[-6000:])
@@ -255,7 +263,8 @@ def main() -> None:
     started = time.perf_counter()
     if arguments.timings_only:
         result = {"benchmark": "numbers: read times", "model": str(arguments.model or "shipped"),
-                  "timings": timings(model, images, labels, rng, arguments.repeats), **facts}  # fmt: skip
+                  "timings": timings(model, images, labels, rng, arguments.repeats, config), "strip_reader": strips,
+                  **facts}  # fmt: skip
         write_result(arguments.out or "benchmarks/results/numbers-timings.json", result, tiny=arguments.tiny)
         return
     print(f"{'spacing':20s} {'render':24s} {'exact':>8s} {'digits':>8s} {'count':>8s} {'touch':>8s}")
@@ -264,9 +273,10 @@ def main() -> None:
         "model": str(arguments.model or "shipped"),
         "split": arguments.split,
         "seed": arguments.seed,
-        "numbers": numbers_table(model, images, labels, count, rng),
-        "single_digits": singles_table(model, images[:singles], labels[:singles], rng),
-        "timings": timings(model, images, labels, rng, 2 if arguments.tiny else arguments.repeats),
+        "strip_reader": strips,  # the shipped reader's sha256, first 12 digits; None: --no-strips
+        "numbers": numbers_table(model, images, labels, count, rng, config),
+        "single_digits": singles_table(model, images[:singles], labels[:singles], rng, config),
+        "timings": timings(model, images, labels, rng, 2 if arguments.tiny else arguments.repeats, config),
         **facts,
     }
     result["seconds"] = round(time.perf_counter() - started, 1)

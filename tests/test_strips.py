@@ -65,7 +65,7 @@ def test_the_shipped_reader_reads_touching_test_numbers_and_its_twin_agrees(numb
         [int(digit.argmax()) for digit, _ in decode(row)] == list(truth)
         for row, (_, truth) in zip(by_twin, numbers, strict=True)
     ]
-    assert np.mean(exact) >= 0.8  # whole numbers, digits touching or sharing up to 3 columns
+    assert np.mean(exact) >= 0.85  # whole numbers, digits touching or sharing up to 3 columns
 
 
 def test_a_file_that_is_not_a_strip_reader_is_refused_in_one_line(tmp_path):

@@ -55,9 +55,14 @@ class SegmentConfig:
     max_cut_strokes: float = 2.5  # a seam crossing more strokes than this cuts through a digit, not between two
     min_part: float = 0.1  # of a component's ink: a seam leaving less on one side shaves a sliver, cuts nothing
     read_blobs: bool = True  # a component the search cut is read whole by the strip reader (strips.py) too
-    # How much the classifier's log-probabilities count beside the strip reader's when the two readings of a blob
-    # compete (strips.reread_blobs). Chosen on validation numbers (--split train): 0.1, 0.3 and 1 were tried.
-    classifier_weight: float = 0.3
+    # When the search's and the strip reader's readings of a blob compete (strips.reread_blobs), each scores the
+    # strip reader's log P(its labels), plus classifier_weight times the classifier's log P of each label on its
+    # crops, less digit_cost per digit (a wide lone digit otherwise reads as two). A line at most short_line of its
+    # height wide that the search reads as several digits is read whole too (a digit in two pieces reads as two
+    # otherwise). Chosen on validation numbers and digits: weights 0.1-1 and costs 0-3 were tried (benchmarks/README).
+    classifier_weight: float = 0.15
+    digit_cost: float = 2.0
+    short_line: float = 2.2
     # The search's weights, tuned on numbers built from MNIST's training digits (benchmarks/numbers.py
     # --split train), never on its test digits. A path's score is the sum over its digits of log P(one digit)
     # + digit_bonus (search.digit_scores), less cut_cost per stroke a cut crosses and skip_cost per line

@@ -111,7 +111,14 @@ class OnnxStripReader:
 
 
 def reread_blobs(
-    layout, lines: list[list[int]], probabilities: np.ndarray, read, classify, classifier_weight: float
+    layout,
+    lines: list[list[int]],
+    probabilities: np.ndarray,
+    read,
+    classify,
+    classifier_weight: float,
+    short_line: float,
+    digit_cost: float = 0.0,
 ) -> tuple[list[list[int]], np.ndarray]:
     """The search's digits, with each blob it cut read whole where that reads better. A blob is a run of a line's
     digits that share a component the segmenter cut (digits that touch or overlap), with every piece those digits
@@ -123,37 +130,43 @@ def reread_blobs(
     strip reader's digits become new inputs of the layout (crop and box) and new rows of `probabilities` (the
     strip reader's ten digits; "not a digit", if the model has it, the classifier's); returns lines and rows."""
     pieces_of = {index: layout.lines[line][first:end] for line, first, end, index in layout.candidates}
-    groups: list[list] = []  # [line number in `lines`, first position, end position, components, cut components]
+    line_of = {index: line for line, _, _, index in layout.candidates}
+    groups: list[list] = []  # [line number in `lines`, first position, end position, components]
     for number, line in enumerate(lines):
+        if doubtful_line(layout, line_of[line[0]], [pieces_of[index] for index in line], short_line):
+            groups.append([number, 0, len(line), {piece.component for piece in layout.lines[line_of[line[0]]]}])
+            continue
+        cut_before: set[int] = set()
         for position, index in enumerate(line):
             components = {piece.component for piece in pieces_of[index]}
             cut = {piece.component for piece in pieces_of[index] if piece.parts > 1}
-            last = groups[-1] if groups else None
-            if last and last[0] == number and last[2] == position and cut & last[4]:
-                last[2], last[3], last[4] = position + 1, last[3] | components, last[4] | cut
-            else:
-                groups.append([number, position, position + 1, components, cut])
-    blobs = [(group, region) for group in groups if group[4] and (region := blob_region(layout, group[3]))]
+            if cut & cut_before and groups[-1][0] == number and groups[-1][2] == position:
+                groups[-1][2], groups[-1][3] = position + 1, groups[-1][3] | components
+            elif cut:
+                groups.append([number, position, position + 1, components])
+            cut_before = cut
+    blobs = [(group, region) for group in groups if (region := blob_region(layout, group[3]))]
     if not blobs:
         return lines, probabilities
     readings = read([region[0] for _, region in blobs])
     splits = [split_region(layout, region, decode(log_probabilities)) for (_, region), log_probabilities in
               zip(blobs, readings, strict=True)]  # fmt: skip
     crops = [crop for split in splits for _, _, crop in split]
-    classified = np.split(classify(crops), np.cumsum([len(split) for split in splits])[:-1]) if crops else []
+    classified = np.split(classify(crops), np.cumsum([len(split) for split in splits])[:-1]) if crops else splits
     rows, new_lines = [], [list(line) for line in lines]
     for (group, _), log_probabilities, split, classified_crops in reversed(
         list(zip(blobs, readings, splits, classified, strict=True))
     ):
         number, first, end = group[:3]
         replaced = lines[number][first:end]
-        if not split or len(split) == len(replaced) == 1:  # one digit either way: the classifier reads it
-            continue
+        taken = {piece.component for index in replaced for piece in pieces_of[index]}
+        if not split or (len(split) == len(replaced) == 1 and taken == group[3]):
+            continue  # one digit either way, of the same ink: the classifier reads a lone digit better
         read_probabilities = np.stack([digit_probabilities for digit_probabilities, _, _ in split])
         read_labels = read_probabilities.argmax(axis=1)
         search_labels = probabilities[replaced, :BLANK].argmax(axis=1)
-        read_score = reading_score(log_probabilities, read_labels, classified_crops, classifier_weight)
-        if read_score <= reading_score(log_probabilities, search_labels, probabilities[replaced], classifier_weight):
+        read_score = reading_score(log_probabilities, read_labels, classified_crops, classifier_weight, digit_cost)
+        if read_score <= reading_score(log_probabilities, search_labels, probabilities[replaced], classifier_weight, digit_cost):
             continue
         classified_crops = classified_crops.copy()
         classified_crops[:, :BLANK] = read_probabilities * classified_crops[:, :BLANK].sum(axis=1, keepdims=True)
@@ -167,11 +180,24 @@ def reread_blobs(
     return new_lines, probabilities
 
 
-def reading_score(log_probabilities, labels, classified: np.ndarray, classifier_weight: float) -> float:
+def doubtful_line(layout, line: int, digits: list, short_line: float) -> bool:
+    """Whether the search's reading of a line may have cut one digit in two or left part of it out: the line is
+    at most short_line of its height wide and read as several digits, or a piece of it a third of its height
+    or more is in no digit read."""
+    pieces, height = layout.lines[line], layout.line_heights[line]
+    taken = {(piece.component, piece.part) for pieces in digits for piece in pieces}
+    left_out = [piece for piece in pieces if (piece.component, piece.part) not in taken]
+    if any(max(piece.bottom - piece.top, piece.right - piece.left) >= height / 3 for piece in left_out):
+        return True
+    span = max(piece.right for piece in pieces) - min(piece.left for piece in pieces)
+    return len(digits) >= 2 and span <= short_line * height
+
+
+def reading_score(log_probabilities, labels, classified: np.ndarray, classifier_weight: float, digit_cost: float) -> float:
     """A blob's reading as both networks see it: the strip reader's log P(labels) and the classifier's log P of
     each label on that reading's crops (rows of `classified`), weighted."""
     classifier = np.log(np.maximum(classified[np.arange(len(labels)), labels], 1e-12)).sum()
-    return log_likelihood(log_probabilities, list(labels)) + classifier_weight * float(classifier)
+    return log_likelihood(log_probabilities, list(labels)) + classifier_weight * float(classifier) - digit_cost * len(labels)
 
 
 def blob_region(layout, components: set[int]):
