@@ -170,9 +170,7 @@ def take_digits(
     lines = best_digits(layout, logits, config, not_a_digit)
     if config.read_blobs and (read_strips := strip_reader()) is not None:
         classify = lambda crops: calibrated(predict_logits(model, np.stack(crops)), model)  # noqa: E731
-        lines, probabilities = reread_blobs(
-            layout, lines, probabilities, read_strips, classify, config.classifier_weight, config.short_line, config.digit_cost
-        )
+        lines, probabilities = reread_blobs(layout, lines, probabilities, read_strips, classify, config)
     chosen = [index for line in lines for index in line]
     if not chosen:
         reading.error, reading.failure = "no digit found", NoDigitError("no digit found")

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .segment import SegmentConfig
+
 STRIP_HEIGHT = 32  # rows of the reader's input
 STRIP_INK = 24  # rows the ink's box is scaled to: MNIST's 20-px digits with room for baselines that wander
 STRIP_MARGIN = 4  # empty columns either side of the ink
@@ -116,9 +118,7 @@ def reread_blobs(
     probabilities: np.ndarray,
     read,
     classify,
-    classifier_weight: float,
-    short_line: float,
-    digit_cost: float = 0.0,
+    config: SegmentConfig,
 ) -> tuple[list[list[int]], np.ndarray]:
     """The search's digits, with each blob it cut read whole where that reads better. A blob is a run of a line's
     digits that share a component the segmenter cut (digits that touch or overlap), with every piece those digits
@@ -133,7 +133,7 @@ def reread_blobs(
     line_of = {index: line for line, _, _, index in layout.candidates}
     groups: list[list] = []  # [line number in `lines`, first position, end position, components]
     for number, line in enumerate(lines):
-        if doubtful_line(layout, line_of[line[0]], [pieces_of[index] for index in line], short_line):
+        if doubtful_line(layout, line_of[line[0]], [pieces_of[index] for index in line], config.short_line):
             groups.append([number, 0, len(line), {piece.component for piece in layout.lines[line_of[line[0]]]}])
             continue
         cut_before: set[int] = set()
@@ -165,8 +165,8 @@ def reread_blobs(
         read_probabilities = np.stack([digit_probabilities for digit_probabilities, _, _ in split])
         read_labels = read_probabilities.argmax(axis=1)
         search_labels = probabilities[replaced, :BLANK].argmax(axis=1)
-        read_score = reading_score(log_probabilities, read_labels, classified_crops, classifier_weight, digit_cost)
-        if read_score <= reading_score(log_probabilities, search_labels, probabilities[replaced], classifier_weight, digit_cost):
+        read_score = reading_score(log_probabilities, read_labels, classified_crops, config)
+        if read_score <= reading_score(log_probabilities, search_labels, probabilities[replaced], config):
             continue
         classified_crops = classified_crops.copy()
         classified_crops[:, :BLANK] = read_probabilities * classified_crops[:, :BLANK].sum(axis=1, keepdims=True)
@@ -193,11 +193,12 @@ def doubtful_line(layout, line: int, digits: list, short_line: float) -> bool:
     return len(digits) >= 2 and span <= short_line * height
 
 
-def reading_score(log_probabilities, labels, classified: np.ndarray, classifier_weight: float, digit_cost: float) -> float:
-    """A blob's reading as both networks see it: the strip reader's log P(labels) and the classifier's log P of
-    each label on that reading's crops (rows of `classified`), weighted."""
-    classifier = np.log(np.maximum(classified[np.arange(len(labels)), labels], 1e-12)).sum()
-    return log_likelihood(log_probabilities, list(labels)) + classifier_weight * float(classifier) - digit_cost * len(labels)
+def reading_score(log_probabilities, labels, classified: np.ndarray, config: SegmentConfig) -> float:
+    """A blob's reading as both networks see it: the strip reader's log P(labels), the classifier's log P of each
+    label on that reading's crops (rows of `classified`) weighted, less a cost per digit."""
+    classifier = float(np.log(np.maximum(classified[np.arange(len(labels)), labels], 1e-12)).sum())
+    strip_reader = log_likelihood(log_probabilities, list(labels))
+    return strip_reader + config.classifier_weight * classifier - config.digit_cost * len(labels)
 
 
 def blob_region(layout, components: set[int]):
