@@ -14,6 +14,7 @@ reads as before it, by the search's cuts alone.
 
     .venv/bin/python -m benchmarks.numbers                 # MNIST's test digits: the reported figures
     .venv/bin/python -m benchmarks.numbers --split train   # the last 6,000 training digits: tune on these
+    .venv/bin/python -m benchmarks.numbers --split train --set digit_cost=3   # ...a knob of SegmentConfig
     .venv/bin/python -m benchmarks.numbers --tiny          # the CI smoke run
     .venv/bin/python -m benchmarks.numbers --timings-only  # the two read times alone, on a quiet machine
 """
@@ -250,10 +251,16 @@ def main() -> None:
         "--timings-only", action="store_true", help="only the two read times, into numbers-timings.json"
     )
     parser.add_argument("--no-strips", action="store_true", help="without the strip reader: the search's cuts alone")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="NAME=VALUE", help="a SegmentConfig knob (tune on --split train)"
+    )
     parser.add_argument("--out", default=None, help="default: benchmarks/results/numbers[-train].json")
     arguments = parser.parse_args()
     count, singles = (10, 50) if arguments.tiny else (arguments.numbers, arguments.singles)
-    config = dataclasses.replace(DEFAULTS, read_blobs=not arguments.no_strips)
+    knobs = dict(setting.split("=", 1) for setting in arguments.set)
+    kinds = {field.name: field.type for field in dataclasses.fields(SegmentConfig)}
+    knobs = {name: (int if kinds[name] in (int, "int") else float)(value) for name, value in knobs.items()}
+    config = dataclasses.replace(DEFAULTS, read_blobs=not arguments.no_strips, **knobs)
     strips = None if arguments.no_strips else file_sha256(STRIP_READER)[:12]
     model = load_model(arguments.model)
     (x_train, y_train), (x_test, y_test) = load_data()
@@ -274,6 +281,7 @@ def main() -> None:
         "split": arguments.split,
         "seed": arguments.seed,
         "strip_reader": strips,  # the shipped reader's sha256, first 12 digits; None: --no-strips
+        "knobs": knobs,
         "numbers": numbers_table(model, images, labels, count, rng, config),
         "single_digits": singles_table(model, images[:singles], labels[:singles], rng, config),
         "timings": timings(model, images, labels, rng, 2 if arguments.tiny else arguments.repeats, config),

@@ -1,8 +1,8 @@
 """Reading a run of touching digits whole (issue 17): a small convolutional network that reads a strip of ink
 left to right and is trained with CTC (Graves et al. 2006), so it needs no cut between digits that touch or
-overlap. The search (search.py) still lays out the number: lines, spaced digits, digits in several pieces. Only
-a blob of ink that may hold several digits is handed to this reader, and what it reads replaces the search's
-guess at cuts through that blob.
+overlap. The search (search.py) still lays out the number: lines, spaced digits, digits in several pieces. What
+the search may have got wrong (a blob of ink it cut, a short line it read as several digits or read leaving a
+piece out) is read whole by this reader too, and the reading both networks like better is kept.
 
 Its strips are normalized here, one way for training and reading: the ink's box, scaled to STRIP_INK rows,
 framed in STRIP_HEIGHT rows with STRIP_MARGIN columns either side.
@@ -20,7 +20,7 @@ STRIP_HEIGHT = 32  # rows of the reader's input
 STRIP_INK = 24  # rows the ink's box is scaled to: MNIST's 20-px digits with room for baselines that wander
 STRIP_MARGIN = 4  # empty columns either side of the ink
 MAX_STRIP_WIDTH = 400  # columns: a blob wider than ~16 digits is read in the search's cuts instead
-BLANK = 10  # CTC's "no digit here" class; the ten digits keep crop_probabilities own indices
+BLANK = 10  # CTC's "no digit here" class; the ten digits keep their own indices
 FRAME = 2  # input columns per output frame: a narrow 1 still spans three frames, two 1s leave a blank between
 METADATA_KEY = "digitcnn_strip_reader"  # the reader's config in its .safetensors, its source's hash in its .onnx
 
@@ -120,15 +120,15 @@ def reread_blobs(
     classify,
     config: SegmentConfig,
 ) -> tuple[list[list[int]], np.ndarray]:
-    """The search's digits, with each blob it cut read whole where that reads better. A blob is a run of a line's
-    digits that share a component the segmenter cut (digits that touch or overlap), with every piece those digits
-    took; `read` gives each blob's CTC log-probabilities (strips -> (frames, 11) each). Two readings of a blob
-    compete: the search's digits and the strip reader's (each of its digits cropped where it stands and given
-    to `classify`, crops -> probability rows as `probabilities` holds them). Each is scored by the strip reader's
-    log P(its labels) under CTC plus classifier_weight times the classifier's log P(each label) on that reading's
-    own crops. When both read one digit, the classifier's stays: on a lone digit it is the better reader. The
-    strip reader's digits become new inputs of the layout (crop and box) and new rows of `probabilities` (the
-    strip reader's ten digits; "not a digit", if the model has it, the classifier's); returns lines and rows."""
+    """The search's digits, with each doubtful stretch read whole where that reads better. A stretch is a run of a
+    line's digits that share a component the segmenter cut (digits that touch or overlap), with every piece those
+    digits took, or a whole line `doubtful_line` doubts; `read` gives each stretch's CTC log-probabilities
+    (strips -> (frames, 11) each). Two readings compete: the search's digits and the strip reader's (each of its
+    digits cropped where it stands and given to `classify`, crops -> probability rows as `probabilities` holds
+    them), each scored by `reading_score`. When both read one digit of the same ink, the classifier's stays: on a
+    lone digit it is the better reader. The strip reader's digits become new inputs of the layout (crop and box)
+    and new rows of `probabilities` (the strip reader's ten digits; "not a digit", if the model has it, the
+    classifier's); returns the lines and the probabilities."""
     pieces_of = {index: layout.lines[line][first:end] for line, first, end, index in layout.candidates}
     line_of = {index: line for line, _, _, index in layout.candidates}
     groups: list[list] = []  # [line number in `lines`, first position, end position, components]
