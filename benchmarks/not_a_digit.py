@@ -17,6 +17,7 @@ Goals (issue 16): >= 90% of every held-out family flagged, <= 1% of digits flagg
 """
 
 import argparse
+import dataclasses
 import io
 import time
 
@@ -29,6 +30,7 @@ from digitcnn import load_data, load_model, predict
 from digitcnn.nondigits import CANVAS, FAMILIES, FONT_FOLDER, LATIN, glyph
 from digitcnn.recognize import read_images
 from digitcnn.rejection import NOT_A_DIGIT, flagged, rejects
+from digitcnn.segment import DEFAULTS, SegmentConfig
 
 HELD_OUT_FONTS = [
     "STIXGeneral.ttf",
@@ -161,13 +163,13 @@ def families(x_test, y_test) -> dict:
     }
 
 
-def read_family(model, draw, count: int, rng) -> dict:
+def read_family(model, draw, count: int, rng, config: SegmentConfig = DEFAULTS) -> dict:
     files = []
     while len(files) < count:
         ink = draw(rng)
         if ink is not None and ink.max() > 0.1:  # matplotlib's DejaVu Display fonts draw most letters blank
             files.append(page(ink, rng))
-    readings = read_images(model, files, names=[str(index) for index in range(count)])
+    readings = read_images(model, files, names=[str(index) for index in range(count)], config=config)
     errors = [reading.error for reading in readings]
     return {
         "flagged": round(errors.count(NOT_A_DIGIT) / count, 4),
@@ -184,8 +186,10 @@ def main() -> None:
     parser.add_argument("--per-style", type=int, default=2000, help="test digits per user_style render")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tiny", action="store_true", help="40 images per family and style: checks the script runs")
+    parser.add_argument("--no-strips", action="store_true", help="without the strip reader: the search's cuts alone")
     parser.add_argument("--out", default="benchmarks/results/not_a_digit.json")
     arguments = parser.parse_args()
+    config = dataclasses.replace(DEFAULTS, read_blobs=not arguments.no_strips)
     per_family, per_style = (40, 40) if arguments.tiny else (arguments.per_family, arguments.per_style)
     model = load_model(arguments.model)
     _, (x_test, y_test) = load_data()
@@ -206,7 +210,7 @@ def main() -> None:
     for style, render in STYLES.items():
         rng = np.random.default_rng([arguments.seed, len(style)])
         files = [render(digit, rng) for digit in x_test[:per_style]]
-        readings = read_images(model, files, names=[str(index) for index in range(len(files))])
+        readings = read_images(model, files, names=[str(index) for index in range(len(files))], config=config)
         share = sum(reading.error == NOT_A_DIGIT for reading in readings) / len(readings)
         accuracy = float(np.mean([reading.label == label for reading, label in zip(readings, y_test, strict=False)]))
         styles[style] = {"flagged": round(share, 4), "accuracy": round(accuracy, 4), "digits": len(readings)}
@@ -215,7 +219,8 @@ def main() -> None:
     print(f"{'non-digits':52s} {'flagged':>8s} {'as digit':>9s} {'no digit':>9s}")
     rows = {}
     for index, (name, (held_out, draw)) in enumerate(families(x_test, y_test).items()):
-        row = read_family(model, draw, per_family, np.random.default_rng([arguments.seed, HELD_IN_SEED, index]))
+        rng = np.random.default_rng([arguments.seed, HELD_IN_SEED, index])
+        row = read_family(model, draw, per_family, rng, config)
         rows[name] = {"held_out": held_out, **row}
         print(
             f"{name:52s} {row['flagged']:8.2%} {row['answered_as_a_digit']:9.2%} {row['no_digit_found']:9.2%}",
@@ -228,6 +233,7 @@ def main() -> None:
         "not_a_digit_threshold": getattr(model.config, "not_a_digit_threshold", None),
         "temperature": model.config.temperature,
         "seed": arguments.seed,
+        "strip_reader": not arguments.no_strips,
         "mnist": mnist,
         "user_styles": styles,
         "families": rows,

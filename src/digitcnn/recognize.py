@@ -169,7 +169,10 @@ def take_digits(
     not_a_digit = probabilities[:, -1] if threshold is not None else None
     lines = best_digits(layout, logits, config, not_a_digit)
     if config.read_blobs and (read_strips := strip_reader()) is not None:
-        classify = lambda crops: calibrated(predict_logits(model, np.stack(crops)), model)  # noqa: E731
+
+        def classify(crops: list[np.ndarray]) -> np.ndarray:
+            return calibrated(predict_logits(model, np.stack(crops)), model)
+
         lines, probabilities = reread_blobs(layout, lines, probabilities, read_strips, classify, config)
     chosen = [index for line in lines for index in line]
     if not chosen:

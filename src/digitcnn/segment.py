@@ -54,7 +54,7 @@ class SegmentConfig:
     seam_rows: int = 48  # seams are found on a copy of the component at most this tall (a row is a loop step)
     max_cut_strokes: float = 2.5  # a seam crossing more strokes than this cuts through a digit, not between two
     min_part: float = 0.1  # of a component's ink: a seam leaving less on one side shaves a sliver, cuts nothing
-    read_blobs: bool = True  # a component the search cut is read whole by the strip reader (strips.py) too
+    read_blobs: bool = True  # what the search may have read wrong is read whole by the strip reader too (strips.py)
     # When the search's and the strip reader's readings of a blob compete (strips.reread_blobs), each scores the
     # strip reader's log P(its labels), plus classifier_weight times the classifier's log P of each label on its
     # crops, less digit_cost per digit (a wide lone digit otherwise reads as two). A line at most short_line of its

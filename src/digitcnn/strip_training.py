@@ -2,8 +2,9 @@
 
 Numbers are built from MNIST's first 54,000 training digits only (the last 6,000 are the validation split, and
 the test digits are the numbers benchmark's), side by side at every spacing from wide gaps to 4 px of overlap,
-each digit a little smaller or larger and off the baseline, then enlarged and brought back through
-`strip_input` as a photographed number's blob is. Reproduce the shipped reader:
+each digit a little smaller or larger and off the baseline, the whole slanted and written with a finer or thicker
+pen, then enlarged and brought back through `strip_input` as a photographed number's blob is. Reproduce the
+shipped reader (it writes its checked ONNX twin beside it):
 
     .venv/bin/python -m digitcnn.strip_training --out src/digitcnn/weights/strips.safetensors
 """
@@ -32,6 +33,8 @@ INK = 0.5  # a pixel above half intensity is ink when the space between two digi
 
 @dataclasses.dataclass(frozen=True)
 class StripTrainingConfig:
+    """Every knob of the strip reader's training and of the numbers it is trained on."""
+
     steps: int = 6000  # batches; ~25 min on 2 cores
     batch_size: int = 64  # strips per batch
     learning_rate: float = 2e-3  # Adam's peak, reached after a tenth of the steps, then cosine to zero

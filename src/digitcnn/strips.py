@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .preprocess import normalize_strokes, place_in_frame
 from .segment import SegmentConfig
 
 STRIP_HEIGHT = 32  # rows of the reader's input
@@ -149,11 +150,14 @@ def reread_blobs(
     if not blobs:
         return lines, probabilities
     readings = read([region[0] for _, region in blobs])
-    splits = [split_region(layout, region, decode(log_probabilities)) for (_, region), log_probabilities in
-              zip(blobs, readings, strict=True)]  # fmt: skip
+    splits = [
+        split_region(layout, region, decode(log_probabilities))
+        for (_, region), log_probabilities in zip(blobs, readings, strict=True)
+    ]
     crops = [crop for split in splits for _, _, crop in split]
     classified = np.split(classify(crops), np.cumsum([len(split) for split in splits])[:-1]) if crops else splits
     rows, new_lines = [], [list(line) for line in lines]
+    # Last stretch first: replacing one changes the positions of the digits after it, never of those before.
     for (group, _), log_probabilities, split, classified_crops in reversed(
         list(zip(blobs, readings, splits, classified, strict=True))
     ):
@@ -220,9 +224,7 @@ def blob_region(layout, components: set[int]):
 def split_region(layout, region, digits):
     """Each digit read in a blob as (its probabilities, its box in the original's pixels, its 28x28 input): each
     inked column of the blob goes to the digit whose centre is nearest."""
-    from .preprocess import normalize_strokes, place_in_frame
-
-    strip, (top, left, ink, mine), scale = region
+    _, (top, left, ink, mine), scale = region
     if not digits:
         return []
     centres = np.array([(centre - STRIP_MARGIN) / scale for _, centre in digits])
