@@ -56,8 +56,10 @@ def test_levers_benchmark_measures_every_lever(tmp_path):
 def test_user_style_benchmark_reads_every_style_through_the_real_path(tmp_path):
     result, _ = tiny_benchmark("user_style", tmp_path)
     assert len(result["styles"]) == 7 and result["digits_per_style"] == 50
-    # Not a target, a sanity floor: these renderings are legible, so a working pipeline reads most of them.
-    assert all(style["accuracy"] > 0.7 for style in result["styles"].values())
+    # Not a target, a sanity floor: these renderings are legible, so a working pipeline reads nearly all of them;
+    # the eroded style deletes thin strokes on purpose, and a quarter of its digits are gone.
+    for name, style in result["styles"].items():
+        assert style["accuracy"] >= (0.6 if "eroded" in name else 0.9), name
 
 
 def test_load_benchmark_serves_real_requests_without_errors(tmp_path):

@@ -168,7 +168,11 @@ def take_digits(
     threshold = getattr(model.config, "not_a_digit_threshold", None)  # a model with the "not a digit" output
     not_a_digit = probabilities[:, -1] if threshold is not None else None
     lines = best_digits(layout, logits, config, not_a_digit)
-    if config.read_blobs and (read_strips := strip_reader()) is not None:
+    # Whether the image is a digit at all is judged on the search's digits, as the not-a-digit threshold was
+    # chosen; only an image of digits has them read again by the strip reader.
+    searched = [index for line in lines for index in line]
+    is_a_digit = threshold is None or not searched or image_score(probabilities[searched, -1], whole_score) < threshold
+    if is_a_digit and config.read_blobs and (read_strips := strip_reader()) is not None:
 
         def classify(crops: list[np.ndarray]) -> np.ndarray:
             return calibrated(predict_logits(model, np.stack(crops)), model)
@@ -194,10 +198,8 @@ def take_digits(
     else:
         reading.confidence = min(digit["confidence"] for digit in reading.digits)
         reading.unsure = any(digit["unsure"] for digit in reading.digits)
-    if threshold is not None and reading.error is None:
-        score = image_score(probabilities[chosen, -1], whole_score)
-        if score >= threshold:
-            say_not_a_digit(reading, score)
+    if not is_a_digit:
+        say_not_a_digit(reading, image_score(probabilities[chosen, -1], whole_score))
 
 
 def image_score(scores: np.ndarray, whole_score: float | None) -> float:
