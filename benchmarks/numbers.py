@@ -257,9 +257,14 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="default: benchmarks/results/numbers[-train].json")
     arguments = parser.parse_args()
     count, singles = (10, 50) if arguments.tiny else (arguments.numbers, arguments.singles)
-    knobs = dict(setting.split("=", 1) for setting in arguments.set)
     kinds = {field.name: field.type for field in dataclasses.fields(SegmentConfig)}
-    knobs = {name: (int if kinds[name] in (int, "int") else float)(value) for name, value in knobs.items()}
+    knobs = dict(setting.partition("=")[::2] for setting in arguments.set)
+    if unknown := [name for name in knobs if kinds.get(name) not in (int, float)]:
+        parser.error(f"--set takes a number knob of SegmentConfig, not {', '.join(unknown)}")
+    try:
+        knobs = {name: kinds[name](value) for name, value in knobs.items()}
+    except ValueError as error:
+        parser.error(f"--set: {error}")
     config = dataclasses.replace(DEFAULTS, read_blobs=not arguments.no_strips, **knobs)
     strips = None if arguments.no_strips else file_sha256(STRIP_READER)[:12]
     model = load_model(arguments.model)
