@@ -40,7 +40,7 @@ SEED_LABELS = [
     "Conv2d 3×3, 64 → 128, 22×22",
     "MaxPool2d 2×2, 128 channels, 11×11",
 ]
-LAYER_COUNTS = {"seed": 4, "fast": 7, "best": 8, "deep": 9, "unpooled": 10}
+LAYER_COUNTS = {"seed": 4, "fast": 7, "strided": 6, "best": 8, "deep": 9, "unpooled": 10}
 MAX_RESPONSE_BYTES = 300 * 1024
 
 

@@ -89,7 +89,7 @@ def assert_same_outputs(logits: torch.Tensor, expected: torch.Tensor) -> None:
     torch.testing.assert_close(logits.softmax(1), expected.softmax(1), atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("arch", ["fast", "best"])
+@pytest.mark.parametrize("arch", ["fast", "strided", "best"])
 def test_folded_batchnorm_gives_the_models_own_outputs(arch, mnist):
     from digitcnn.models import fold_batchnorm, inference_network, torch_logits
 
