@@ -196,10 +196,10 @@ def fast_network(config: ModelConfig) -> nn.Module:
 @register("strided")
 def strided_network(config: ModelConfig) -> nn.Module:
     """`fast` with a cheaper stem: its first convolution steps 2 pixels, so nothing runs at 28x28 and the body
-    is `fast`'s from 14x14 on. Almost the same FLOPs (7.3 MFLOP per image against 7.5; a 1-channel convolution
-    is little work either way); what goes is every pass over 28x28x16 activations, the BatchNorm, ReLU and
-    pooling and their gradients, which on a CPU cost more than that convolution's arithmetic. For issue 20's
-    time budget; benchmarks/README.md has how it did."""
+    is `fast`'s from 14x14 on. Almost the same FLOPs (a 1-channel convolution is little work either way); what
+    goes is every pass over 28x28x16 activations, the BatchNorm, ReLU and pooling and their gradients, which on a
+    CPU cost more than that convolution's arithmetic. For issue 20's time budget; benchmarks/README.md has how
+    it did."""
     return nn.Sequential(
         *conv_block(1, 16, config, stride=2),  # 14x14
         *conv_block(16, 32, config),
