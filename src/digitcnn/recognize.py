@@ -171,7 +171,8 @@ def take_digits(
     # Whether the image is a digit at all is judged on the search's digits, as the not-a-digit threshold was
     # chosen; only an image of digits has them read again by the strip reader.
     searched = [index for line in lines for index in line]
-    is_a_digit = threshold is None or not searched or image_score(probabilities[searched, -1], whole_score) < threshold
+    score = image_score(probabilities[searched, -1], whole_score) if threshold is not None and searched else None
+    is_a_digit = score is None or score < threshold
     if is_a_digit and config.read_blobs and (read_strips := strip_reader()) is not None:
 
         def classify(crops: list[np.ndarray]) -> np.ndarray:
@@ -198,8 +199,8 @@ def take_digits(
     else:
         reading.confidence = min(digit["confidence"] for digit in reading.digits)
         reading.unsure = any(digit["unsure"] for digit in reading.digits)
-    if not is_a_digit:
-        say_not_a_digit(reading, image_score(probabilities[chosen, -1], whole_score))
+    if not is_a_digit:  # then nothing was reread: the digits are the search's, and so is the score
+        say_not_a_digit(reading, score)
 
 
 def image_score(scores: np.ndarray, whole_score: float | None) -> float:

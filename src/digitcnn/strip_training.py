@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from .errors import ModelError
@@ -247,14 +247,13 @@ def export_strip_reader(model: StripReader, path, source) -> None:
 
 
 def load_strip_reader(path) -> StripReader:
-    from safetensors import SafetensorError, safe_open
+    from .runs import load_weights_file  # its one reader of a .safetensors file and its metadata
 
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
+        tensors, metadata = load_weights_file(path)
         model = StripReader(json.loads(metadata[METADATA_KEY])["width"])
-        model.load_state_dict(load_file(str(path)))
-    except (OSError, KeyError, ValueError, RuntimeError, SafetensorError) as error:
+        model.load_state_dict(tensors)
+    except (ModelError, KeyError, ValueError, RuntimeError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelError(f"{path} is not a strip reader: {reason}") from None
     return model.eval()

@@ -28,7 +28,7 @@ METADATA_KEY = "digitcnn_strip_reader"  # the reader's config in its .safetensor
 
 def strip_input(ink: np.ndarray) -> np.ndarray | None:
     """A blob's ink (float, bright on dark, cropped to its box) -> the reader's (STRIP_HEIGHT, width) float32
-    input in [0, 1], width a multiple of FRAME; None when it holds no ink or is too wide to read whole."""
+    input in [0, 1], width a multiple of FRAME; None when it is too wide to read whole."""
     ink = ink.astype(np.float32) / max(float(ink.max()), 1e-6)
     scale = STRIP_INK / ink.shape[0]
     width = max(1, round(ink.shape[1] * scale))
