@@ -8,15 +8,19 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from digitcnn import strip_training
 from digitcnn.errors import ModelError
 from digitcnn.files import file_sha256
 from digitcnn.recognize import STRIP_READER, strip_reader
+from digitcnn.runs import load_checkpoint_file
 from digitcnn.strip_training import (
     StripTrainingConfig,
+    checkpoint_path,
     load_strip_reader,
     main,
     synthetic_number,
     torch_reader,
+    train_strip_reader,
 )
 from digitcnn.strips import BLANK, METADATA_KEY, OnnxStripReader, decode, log_likelihood
 
@@ -85,3 +89,47 @@ def test_the_training_script_writes_a_reader_and_its_checked_twin(tmp_path, caps
     twin = OnnxStripReader(out.with_suffix(".onnx"))
     assert twin.source_sha256 == file_sha256(out)
     assert "step 20/20: loss" in capsys.readouterr().out
+
+
+def test_an_interrupted_training_resumes_to_the_weights_of_one_never_interrupted(mnist, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "reader.safetensors"
+    checkpoint = checkpoint_path(out)
+
+    def arguments(steps: int = 20) -> list[str]:
+        return ["--out", str(out), "--steps", str(steps), "--validation-numbers", "20", "--checkpoint-every", "8"]
+
+    real_batch, batches = strip_training.batch, []
+
+    def interrupted_in_step_13(*given):
+        batches.append(None)
+        if len(batches) == 13:
+            raise KeyboardInterrupt  # Ctrl-C: the checkpoint after step 8 is the last one written
+        return real_batch(*given)
+
+    monkeypatch.setattr(strip_training, "batch", interrupted_in_step_13)
+    with pytest.raises(SystemExit) as raised:
+        main(arguments())
+    monkeypatch.undo()
+    assert raised.value.code == 130 and f"--resume continues from {checkpoint}" in capsys.readouterr().err
+    assert load_checkpoint_file(checkpoint)[1]["step"] == 8 and not out.exists()
+    # Other settings, starting afresh over the checkpoint, nothing to resume: one line each, the checkpoint kept.
+    for argv, message in (
+        ([*arguments(steps=30), "--resume"], r"made with other settings \(steps 20 there, 30 here\)"),
+        (arguments(), "holds an interrupted run: pass --resume"),
+        (["--out", str(tmp_path / "other.safetensors"), "--resume"], "nothing to resume"),
+    ):
+        with pytest.raises(SystemExit, match=message) as raised:
+            main(argv)
+        assert "\n" not in str(raised.value.code)
+    assert checkpoint.exists()
+
+    main([*arguments(), "--resume"])
+    printed = capsys.readouterr().out
+    assert "resuming after step 8/20" in printed and "step 20/20: loss" in printed
+    assert OnnxStripReader(out.with_suffix(".onnx")).source_sha256 == file_sha256(out)
+    assert not checkpoint.exists()  # the run finished
+    (images, labels), _ = mnist
+    uninterrupted = train_strip_reader(images, labels, StripTrainingConfig(steps=20), log=lambda line: None)
+    resumed = load_strip_reader(out).state_dict()
+    for name, tensor in uninterrupted.state_dict().items():
+        assert torch.equal(resumed[name], tensor), name

@@ -130,10 +130,14 @@ def read_history(run_dir: str | Path) -> list[dict]:
 
 
 def save_checkpoint(run_dir: str | Path, tensors: dict[str, torch.Tensor], state: dict) -> None:
+    save_checkpoint_file(Path(run_dir) / CHECKPOINT_FILE, tensors, state)
+
+
+def save_checkpoint_file(path: str | Path, tensors: dict[str, torch.Tensor], state: dict) -> None:
     """One file, written atomically: tensors (weights, optimizer moments, RNG states) plus the JSON `state`
     in the metadata, so a crash can never pair new weights with an old epoch count."""
     tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in tensors.items()}
-    with atomic_path(Path(run_dir) / CHECKPOINT_FILE) as temporary:
+    with atomic_path(path) as temporary:
         save_file(tensors, temporary, metadata={"digitcnn_checkpoint": json.dumps(state)})
 
 
@@ -141,6 +145,11 @@ def load_checkpoint(run_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict]
     path = Path(run_dir) / CHECKPOINT_FILE
     if not path.exists():
         raise ModelError(f"nothing to resume in {run_dir}: {CHECKPOINT_FILE} is missing")
+    return load_checkpoint_file(path)
+
+
+def load_checkpoint_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """A checkpoint's tensors and its JSON state; a missing, corrupt or foreign file raises ModelError."""
     tensors, metadata = load_weights_file(path)
     if "digitcnn_checkpoint" not in metadata:
         raise ModelError(f"{path} is not a digitcnn checkpoint")

@@ -7,6 +7,8 @@ pen, then enlarged and brought back through `strip_input` as a photographed numb
 shipped reader (it writes its checked ONNX twin beside it):
 
     .venv/bin/python -m digitcnn.strip_training --out src/digitcnn/weights/strips.safetensors
+
+An interrupted run leaves its checkpoint beside --out; the same command with --resume continues it.
 """
 
 import argparse
@@ -14,6 +16,7 @@ import dataclasses
 import functools
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -23,10 +26,12 @@ from PIL import Image
 from safetensors.torch import save_file
 from torch import nn
 
-from .errors import ModelError
+from .errors import DigitcnnError, ModelError
 from .files import atomic_path
 from .preprocess import morphology
+from .runs import load_checkpoint_file, load_weights_file, save_checkpoint_file  # the one safetensors reader
 from .strips import BLANK, FRAME, METADATA_KEY, STRIP_HEIGHT, decode, read_strips, strip_input
+from .train import checkpoint_tensors, restore_checkpoint
 
 INK = 0.5  # a pixel above half intensity is ink when the space between two digits is measured
 
@@ -36,6 +41,9 @@ class StripTrainingConfig:
     """Every knob of the strip reader's training and of the numbers it is trained on."""
 
     steps: int = 6000  # batches; ~25 min on 2 cores
+    # Steps between checkpoints (one is also written after the last step): an interruption costs ~1 min of training
+    # at most, for a ~5 MB write that takes a fraction of a second. How often one is written does not change the run.
+    checkpoint_every: int = 250
     batch_size: int = 64  # strips per batch
     learning_rate: float = 2e-3  # Adam's peak, reached after a tenth of the steps, then cosine to zero
     weight_decay: float = 5e-4
@@ -51,6 +59,12 @@ class StripTrainingConfig:
     enlarge: tuple = (1.5, 5.0)  # the built number is enlarged by this before strip_input scales it back
     shear: float = 0.3  # columns per row, either way
     thicker_pen: int = 2  # px at MNIST's scale
+
+    def __post_init__(self):
+        if self.steps < 1 or self.checkpoint_every < 1:
+            raise ValueError(
+                f"steps and checkpoint_every must be at least 1, not {self.steps} and {self.checkpoint_every}"
+            )
 
 
 class StripReader(nn.Module):
@@ -155,15 +169,29 @@ def learning_rate(step: int, config: StripTrainingConfig) -> float:
     return config.learning_rate * 0.5 * (1 + math.cos(math.pi * (step - warmup) / (config.steps - warmup)))
 
 
-def train_strip_reader(images, labels, config: StripTrainingConfig, log=print) -> StripReader:
+def train_strip_reader(
+    images, labels, config: StripTrainingConfig, log=print, checkpoint: Path | None = None, resume: bool = False
+) -> StripReader:
+    """The reader trained on numbers built from `images`. With `checkpoint`, the weights, AdamW's moments, the step
+    and both random generators (PyTorch's for dropout, numpy's for the numbers) are saved there every
+    `checkpoint_every` steps and after the last; `resume` continues from it to the weights an uninterrupted run
+    ends with (the learning rate is a function of the step, so the schedule needs nothing more)."""
+    if resume and checkpoint is None:
+        raise ValueError("resuming needs the checkpoint to resume from")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     images, labels = images[: config.training_digits], labels[: config.training_digits]
     model = StripReader()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     loss_function = nn.CTCLoss(blank=BLANK, zero_infinity=True)
-    started, running = time.perf_counter(), []
-    for step in range(config.steps):
+    first_step, running, seconds_before = 0, [], 0.0
+    if resume:
+        first_step, running, seconds_before = restore_strip_checkpoint(checkpoint, config, model, optimizer, rng)
+        log(f"resuming after step {first_step}/{config.steps} from {checkpoint}")
+    elif checkpoint is not None and checkpoint.exists():
+        raise ModelError(f"{checkpoint} holds an interrupted run: pass --resume to continue it, or delete it")
+    started = time.perf_counter()
+    for step in range(first_step, config.steps):
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, config)
         strips, targets, frames, lengths = batch(images, labels, rng, config)
@@ -173,10 +201,54 @@ def train_strip_reader(images, labels, config: StripTrainingConfig, log=print) -
         loss.backward()
         optimizer.step()
         running.append(float(loss.detach()))
+        seconds = seconds_before + time.perf_counter() - started
         if (step + 1) % 500 == 0 or step + 1 == config.steps:
-            log(f"step {step + 1}/{config.steps}: loss {np.mean(running):.4f}, {time.perf_counter() - started:.0f} s")
+            log(f"step {step + 1}/{config.steps}: loss {np.mean(running):.4f}, {seconds:.0f} s")
             running = []
+        if checkpoint is not None and ((step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps):
+            state = {
+                "step": step + 1,
+                "config": resumable_settings(config),
+                "param_groups": optimizer.state_dict()["param_groups"],
+                "numbers_rng": rng.bit_generator.state,  # numpy's generator: a dict of Python ints, JSON as it is
+                "running": running,  # the losses since the last line logged, so the next one averages as many
+                "seconds": seconds,
+            }
+            save_checkpoint_file(checkpoint, checkpoint_tensors(model, None, optimizer, None), state)
     return model.eval()
+
+
+def checkpoint_path(out) -> Path:
+    """Where an interrupted run writing `out` waits to be resumed: beside it, until the run finishes."""
+    return Path(out).with_suffix(".checkpoint.safetensors")
+
+
+def resumable_settings(config: StripTrainingConfig) -> dict:
+    """The config as a checkpoint records it (tuples as JSON's lists): what a run must be resumed with."""
+    settings = json.loads(json.dumps(dataclasses.asdict(config)))
+    del settings["checkpoint_every"]  # saving more or less often changes nothing the run computes
+    return settings
+
+
+def restore_strip_checkpoint(
+    path: Path, config: StripTrainingConfig, model, optimizer, rng
+) -> tuple[int, list[float], float]:
+    """Loads the checkpoint at `path` into the model, the optimizer and both generators; returns (steps done, the
+    losses since the last line logged, seconds trained)."""
+    if not path.exists():
+        raise ModelError(f"nothing to resume: {path} is missing")
+    tensors, state = load_checkpoint_file(path)
+    recorded, settings = state.get("config", {}), resumable_settings(config)
+    if recorded != settings:
+        differences = ", ".join(
+            f"{name} {recorded.get(name)} there, {settings.get(name)} here"
+            for name in sorted(settings.keys() | recorded.keys())
+            if recorded.get(name) != settings.get(name)
+        )
+        raise ModelError(f"{path} was made with other settings ({differences}); resume with those it was started with")
+    restore_checkpoint(tensors, model, None, optimizer, None, state["param_groups"])
+    rng.bit_generator.state = state["numbers_rng"]
+    return state["step"], state["running"], state["seconds"]
 
 
 def torch_reader(model: StripReader):
@@ -247,8 +319,6 @@ def export_strip_reader(model: StripReader, path, source) -> None:
 
 
 def load_strip_reader(path) -> StripReader:
-    from .runs import load_weights_file  # its one reader of a .safetensors file and its metadata
-
     try:
         tensors, metadata = load_weights_file(path)
         model = StripReader(json.loads(metadata[METADATA_KEY])["width"])
@@ -267,16 +337,39 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=StripTrainingConfig.steps)
     parser.add_argument("--seed", type=int, default=StripTrainingConfig.seed)
     parser.add_argument("--validation-numbers", type=int, default=2000, help="numbers per spacing read after")
+    parser.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=StripTrainingConfig.checkpoint_every,
+        help="steps between checkpoints, written beside --out as OUT.checkpoint.safetensors",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the interrupted run from its checkpoint (same --steps, --seed)"
+    )
     arguments = parser.parse_args(argv)
-    config = StripTrainingConfig(steps=arguments.steps, seed=arguments.seed)
-    (images, labels), _ = load_data()
-    model = train_strip_reader(images, labels, config)
-    validation = images[config.training_digits :], labels[config.training_digits :]
-    exact = validation_accuracy(model, *validation, config, arguments.validation_numbers)
-    results = {"validation_exact": exact, "steps": config.steps, "seed": config.seed}
-    print(results)
-    save_strip_reader(model, arguments.out, results)
-    export_strip_reader(model, Path(arguments.out).with_suffix(".onnx"), arguments.out)
+    checkpoint = checkpoint_path(arguments.out)
+    try:
+        config = StripTrainingConfig(
+            steps=arguments.steps, seed=arguments.seed, checkpoint_every=arguments.checkpoint_every
+        )
+    except ValueError as error:  # a knob out of range, reported as argparse reports its own
+        parser.error(str(error))
+    try:
+        (images, labels), _ = load_data()
+        model = train_strip_reader(images, labels, config, checkpoint=checkpoint, resume=arguments.resume)
+        validation = images[config.training_digits :], labels[config.training_digits :]
+        exact = validation_accuracy(model, *validation, config, arguments.validation_numbers)
+        results = {"validation_exact": exact, "steps": config.steps, "seed": config.seed}
+        print(results)
+        save_strip_reader(model, arguments.out, results)
+        export_strip_reader(model, Path(arguments.out).with_suffix(".onnx"), arguments.out)
+    except DigitcnnError as error:
+        raise SystemExit(f"strip_training: error: {error}") from None
+    except KeyboardInterrupt:
+        left = f"; --resume continues from {checkpoint}" if checkpoint.exists() else ""
+        print(f"strip_training: interrupted{left}", file=sys.stderr)
+        raise SystemExit(130) from None
+    checkpoint.unlink(missing_ok=True)  # the run is done: its weights and twin are written
 
 
 if __name__ == "__main__":

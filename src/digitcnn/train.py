@@ -103,7 +103,8 @@ def checkpoint_tensors(model, average, optimizer, generator) -> dict[str, torch.
     for index, state in optimizer.state_dict()["state"].items():
         tensors.update({f"optimizer.{index}.{key}": value for key, value in state.items()})
     tensors["rng.torch"] = torch.get_rng_state()
-    tensors["rng.data"] = generator.get_state()
+    if generator is not None:  # None: the caller keeps its data's generator itself (a numpy one, in JSON)
+        tensors["rng.data"] = generator.get_state()
     return tensors
 
 
@@ -120,7 +121,8 @@ def restore_checkpoint(tensors, model, average, optimizer, generator, param_grou
         state.setdefault(int(index), {})[key] = value
     optimizer.load_state_dict({"state": state, "param_groups": param_groups})
     torch.set_rng_state(tensors["rng.torch"])
-    generator.set_state(tensors["rng.data"])
+    if generator is not None:
+        generator.set_state(tensors["rng.data"])
 
 
 def fit(
