@@ -2,6 +2,7 @@
 its training script end to end on real MNIST digits."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from digitcnn.strip_training import (
     checkpoint_path,
     load_strip_reader,
     main,
+    save_strip_reader,
     synthetic_number,
     torch_reader,
     train_strip_reader,
@@ -133,3 +135,29 @@ def test_an_interrupted_training_resumes_to_the_weights_of_one_never_interrupted
     resumed = load_strip_reader(out).state_dict()
     for name, tensor in uninterrupted.state_dict().items():
         assert torch.equal(resumed[name], tensor), name
+
+
+@pytest.mark.parametrize("damage", ["truncated", "stale"])
+def test_a_twin_that_cannot_be_opened_gives_way_to_the_weights_as_a_stale_one_does(damage, numbers, tmp_path):
+    def copy_of_the_shipped_reader(folder):
+        folder.mkdir()
+        shutil.copy(STRIP_READER, folder)
+        shutil.copy(STRIP_READER.with_suffix(".onnx"), folder)
+        return folder / STRIP_READER.name
+
+    intact = strip_reader(copy_of_the_shipped_reader(tmp_path / "intact"))
+    assert isinstance(intact, OnnxStripReader)
+    weights = copy_of_the_shipped_reader(tmp_path / damage)
+    twin = weights.with_suffix(".onnx")
+    if damage == "truncated":
+        twin.write_bytes(twin.read_bytes()[: twin.stat().st_size // 2])
+        with pytest.raises(ModelError, match="is not a valid ONNX model") as raised:
+            OnnxStripReader(twin)
+        assert "\n" not in str(raised.value)
+    else:  # the same weights saved again with other results: the twin was exported from another file
+        save_strip_reader(load_strip_reader(weights), weights, {"saved": "again"})
+    reader = strip_reader(weights)
+    assert reader is not None and not isinstance(reader, OnnxStripReader)  # PyTorch reads the weights
+    strips = [strip for strip, _ in numbers[:20]]
+    for by_weights, by_twin in zip(reader(strips), intact(strips), strict=True):
+        np.testing.assert_allclose(by_weights, by_twin, atol=1e-4)

@@ -55,28 +55,10 @@ class OnnxModel:
     training = False  # never trains; lets code written for nn.Module ask
 
     def __init__(self, path: str | Path, threads: int | None = None):
-        onnxruntime = import_extra("onnxruntime", "running an .onnx model")
-        runtime_errors = onnxruntime.capi.onnxruntime_pybind11_state
         self.path = Path(path)
         if not self.path.is_file():
             raise ModelError(f"model {self.path} does not exist")
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads or os.cpu_count() or 1
-        options.inter_op_num_threads = 1  # the graph is one chain of layers: nothing runs beside anything
-        load_errors = (
-            runtime_errors.Fail,
-            runtime_errors.InvalidProtobuf,
-            runtime_errors.InvalidGraph,
-            runtime_errors.InvalidArgument,
-            runtime_errors.NoSuchFile,
-            runtime_errors.NotImplemented,
-            runtime_errors.RuntimeException,
-        )
-        try:
-            self.session = onnxruntime.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
-        except load_errors as error:
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise ModelError(f"{self.path} is not a valid ONNX model: {reason}") from None
+        self.session = open_session(self.path, threads or os.cpu_count() or 1)
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         self.config = read_config(self.metadata, self.path)
         inputs = [(item.name, item.shape) for item in self.session.get_inputs()]
@@ -100,6 +82,30 @@ class OnnxModel:
 
     def __repr__(self) -> str:
         return f"OnnxModel({str(self.path)!r}, arch={self.config.arch!r})"
+
+
+def open_session(path: Path, threads: int):
+    """An onnxruntime session of `path` on the CPU. A file onnxruntime cannot open (truncated, not ONNX, an
+    operator it lacks) raises ModelError in one line, and so does onnxruntime missing."""
+    onnxruntime = import_extra("onnxruntime", "running an .onnx model")
+    runtime_errors = onnxruntime.capi.onnxruntime_pybind11_state
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1  # the graph is one chain of layers: nothing runs beside anything
+    load_errors = (
+        runtime_errors.Fail,
+        runtime_errors.InvalidProtobuf,
+        runtime_errors.InvalidGraph,
+        runtime_errors.InvalidArgument,
+        runtime_errors.NoSuchFile,
+        runtime_errors.NotImplemented,
+        runtime_errors.RuntimeException,
+    )
+    try:
+        return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except load_errors as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelError(f"{path} is not a valid ONNX model: {reason}") from None
 
 
 def read_config(metadata: dict, path: Path) -> ModelConfig:

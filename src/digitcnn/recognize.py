@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .errors import ImageError, NoDigitError, TooManyDigitsError
+from .errors import ImageError, ModelError, NoDigitError, TooManyDigitsError
 from .files import file_sha256
 from .images import load_image, normalize_mode
 from .inference import load_model, predict_logits
@@ -236,20 +236,21 @@ def digit_entry(probabilities: np.ndarray, box: list[int] | None, not_a_digit_th
 
 
 @functools.cache
-def strip_reader():
-    """The shipped strip reader as a function of strips, or None in an install without it: its ONNX twin when
-    onnxruntime is installed and the twin was exported from these weights, else the weights in PyTorch."""
-    if not STRIP_READER.exists():
+def strip_reader(weights: Path = STRIP_READER):
+    """The shipped strip reader (or the one at `weights`) as a function of strips, or None in an install without it:
+    its ONNX twin when onnxruntime is installed and the twin was exported from these weights, else the weights in
+    PyTorch."""
+    if not weights.exists():
         return None
-    twin = STRIP_READER.with_suffix(".onnx")
+    twin = weights.with_suffix(".onnx")
     try:
-        if twin.is_file() and (reader := OnnxStripReader(twin)).source_sha256 == file_sha256(STRIP_READER):
+        if twin.is_file() and (reader := OnnxStripReader(twin)).source_sha256 == file_sha256(weights):
             return reader
-    except ImportError:
-        pass  # no onnxruntime (the export extra): PyTorch reads it
+    except ModelError:
+        pass  # no onnxruntime (the export extra), or a twin it cannot open: the weights themselves still read
     from .strip_training import load_strip_reader, torch_reader
 
-    return torch_reader(load_strip_reader(STRIP_READER))
+    return torch_reader(load_strip_reader(weights))
 
 
 @functools.cache

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .onnx_model import open_session
 from .preprocess import normalize_strokes, place_in_frame
 from .segment import SegmentConfig
 
@@ -95,14 +96,11 @@ def log_likelihood(log_probabilities: np.ndarray, labels: list[int]) -> float:
 
 
 class OnnxStripReader:
-    """The strip reader's ONNX export on onnxruntime, one thread: read without importing PyTorch."""
+    """The strip reader's ONNX export on onnxruntime, one thread: read without importing PyTorch. A file onnxruntime
+    cannot open, or onnxruntime missing, raises ModelError."""
 
     def __init__(self, path: str | Path):
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = open_session(Path(path), threads=1)
         metadata = self.session.get_modelmeta().custom_metadata_map
         self.source_sha256 = json.loads(metadata.get(METADATA_KEY, "{}")).get("source_sha256")
 
