@@ -14,6 +14,7 @@ Goals (issue 16): >= 90% of every held-out family flagged, <= 1% of digits flagg
     .venv/bin/python -m benchmarks.not_a_digit --model runs/reject  # a run folder
     .venv/bin/python -m benchmarks.not_a_digit                  # the shipped model (no "not a digit" output)
     .venv/bin/python -m benchmarks.not_a_digit --tiny           # the CI smoke run
+    .venv/bin/python -m benchmarks.not_a_digit --split validation --model RUN   # for tuning: see --split
 """
 
 import argparse
@@ -27,6 +28,7 @@ from PIL import Image, ImageDraw
 from benchmarks.common import machine, write_result
 from benchmarks.user_style import STYLES
 from digitcnn import load_data, load_model, predict
+from digitcnn.config import DataConfig
 from digitcnn.nondigits import CANVAS, FAMILIES, FONT_FOLDER, LATIN, glyph
 from digitcnn.recognize import read_images
 from digitcnn.rejection import NOT_A_DIGIT, flagged, rejects
@@ -149,7 +151,7 @@ def digits_side_by_side(rng, digits) -> np.ndarray:
 
 def families(x_test, y_test) -> dict:
     """name -> (held out?, a function of a random generator that draws one ink image)."""
-    held_in = {name: FAMILIES[name] for name in ("scribble", "dash", "shape", "outline", "letter", "blob")}
+    held_in = {name: FAMILIES[name] for name in ("scribble", "dash", "shape", "outline", "letter", "blob", "doodle")}
     return {
         "letters, held-out fonts (STIX, Computer Modern)": (True, held_out_letter),
         "symbols, held-out fonts (STIX: maths, suits, ...)": (True, held_out_symbol),
@@ -187,12 +189,22 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tiny", action="store_true", help="40 images per family and style: checks the script runs")
     parser.add_argument("--no-strips", action="store_true", help="without the strip reader: the search's cuts alone")
+    parser.add_argument(
+        "--split",
+        choices=["test", "validation"],
+        default="test",
+        help="validation: the digits are the training data's validation part and the held-out families are left "
+        "out, so a generator or a threshold can be tuned without looking at what the goals are judged on",
+    )
     parser.add_argument("--out", default="benchmarks/results/not_a_digit.json")
     arguments = parser.parse_args()
     config = dataclasses.replace(DEFAULTS, read_blobs=not arguments.no_strips)
     per_family, per_style = (40, 40) if arguments.tiny else (arguments.per_family, arguments.per_style)
     model = load_model(arguments.model)
-    _, (x_test, y_test) = load_data()
+    (x_train, y_train), (x_test, y_test) = load_data()
+    if arguments.split == "validation":
+        held = int(len(x_train) * DataConfig().validation_split)
+        x_test, y_test = x_train[-held:], y_train[-held:]
     started = time.perf_counter()
 
     probabilities = predict(model, x_test)
@@ -219,6 +231,8 @@ def main() -> None:
     print(f"{'non-digits':52s} {'flagged':>8s} {'as digit':>9s} {'no digit':>9s}")
     rows = {}
     for index, (name, (held_out, draw)) in enumerate(families(x_test, y_test).items()):
+        if held_out is True and arguments.split == "validation":
+            continue
         rng = np.random.default_rng([arguments.seed, HELD_IN_SEED, index])
         row = read_family(model, draw, per_family, rng, config)
         rows[name] = {"held_out": held_out, **row}
@@ -233,6 +247,7 @@ def main() -> None:
         "not_a_digit_threshold": getattr(model.config, "not_a_digit_threshold", None),
         "temperature": model.config.temperature,
         "seed": arguments.seed,
+        "split": arguments.split,
         "strip_reader": not arguments.no_strips,
         "mnist": mnist,
         "user_styles": styles,

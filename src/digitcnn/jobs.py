@@ -16,7 +16,7 @@ from .folders import is_image_folder, read_samples, split_per_class
 from .inference import evaluate, predict
 from .model_config import INPUT_STATISTICS, ModelConfig
 from .models import build_model
-from .rejection import NOT_A_DIGIT, REJECT, calibrate, flagged, rejects, training_nondigits
+from .rejection import NOT_A_DIGIT, REJECT, calibrate, flagged, rejects, training_examples
 from .runs import CHECKPOINT_FILE, WEIGHTS_FILE, save_model_file
 from .train import fit
 
@@ -119,9 +119,10 @@ def train_run(
     # Not a digit: generated non-digits made from the training part only join training; the threshold is chosen
     # on the validation split (its digits and held-in non-digits) once the weights are final.
     split_at = len(x_train) - int(len(x_train) * data.validation_split)
-    nondigits = None
+    generated = None
     if rejects(model.config):
-        nondigits = training_nondigits(x_train[:split_at], y_train[:split_at], train_config.seed)
+        training_part = x_train[:split_at], y_train[:split_at]
+        generated = training_examples(*training_part, model.config.num_classes, train_config.seed)
     history = fit(
         model,
         x_train,
@@ -132,7 +133,7 @@ def train_run(
         resume=resume,
         verbose=verbose,
         device=device,
-        nondigits=nondigits,
+        generated=generated,
     )
     facts = {}
     if rejects(model.config) and split_at < len(x_train):

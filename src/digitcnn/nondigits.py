@@ -16,7 +16,7 @@ from .files import atomic_path
 from .preprocess import normalize_strokes, place_in_frame, preprocess
 
 CANVAS = 128  # pixels each non-digit is drawn on: large enough that a 1-MNIST-pixel pen is several pixels wide
-GENERATOR_VERSION = 2  # part of the cache's file name: bump it whenever a drawing below changes
+GENERATOR_VERSION = 4  # part of the cache's file name: bump it whenever a drawing below changes
 # Characters that are, or are often written like, a digit: O o Q D and 0, I l i j | ! and 1, Z z and 2, S s and 5,
 # b G and 6, B and 8, g q and 9, plus brackets and strokes that frame as a lone bar. They are neither taught as
 # non-digits nor counted in the benchmark's letter families: a model that flags them would flag digits too.
@@ -42,6 +42,8 @@ FAMILY_WEIGHTS = {
     "digits side by side": 0.17,
     "blob": 0.06,
     "texture": 0.04,
+    "doodle": 0.14,
+    "cut non-digit": 0.12,
 }
 
 
@@ -220,22 +222,33 @@ def has_hole(ink: np.ndarray) -> bool:
     return (np.asarray(mask) == 0).sum() > 0.02 * ink.size
 
 
-def cut_digit(rng, digits, labels) -> np.ndarray | None:
-    """The part of a training digit on one side of a cut that holds 25-50% of its ink: cut down the middle
+def piece(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
+    """The part of a drawing (float ink) on one side of a cut that holds 25-50% of its ink: cut down the middle
     (what a segmentation search does) or across. A piece that is a bar (a 4's stem frames as a 1) or that
     encloses a loop (the top of a 9 frames as a 0) is refused: None."""
-    digit = digits[rng.integers(len(digits))]
     axis = 0 if rng.random() < 0.7 else 1  # the axis the ink is summed along: 0 gives a column profile
-    profile = np.cumsum(digit.astype(np.float64).sum(axis=axis))
+    profile = np.cumsum(ink.astype(np.float64).sum(axis=axis))
     share = rng.uniform(0.25, 0.5)
     from_start = rng.random() < 0.5
     position = int(np.searchsorted(profile, share * profile[-1] if from_start else (1 - share) * profile[-1]))
     kept = np.arange(len(profile)) <= position if from_start else np.arange(len(profile)) >= position
-    piece = digit * (kept[None, :] if axis == 0 else kept[:, None]).astype(np.uint8)
-    ink = piece > 76
-    if ink.sum() < 12 or is_bar(ink.astype(np.float32)) or has_hole(piece.astype(np.float32) / 255):
+    cut = ink * (kept[None, :] if axis == 0 else kept[:, None])
+    if (cut > 0.3).sum() < 12 * (ink.shape[0] / 28) ** 2 or is_bar(cut) or has_hole(cut):
         return None
-    return enlarged(piece)
+    return cut
+
+
+def cut_digit(rng, digits, labels) -> np.ndarray | None:
+    """A training digit cut (`piece`): what the search sees when it cuts a digit where no two digits meet."""
+    cut = piece(digits[rng.integers(len(digits))].astype(np.float32) / 255, rng)
+    return None if cut is None else enlarged((cut * 255).astype(np.uint8))
+
+
+def cut_nondigit(rng, digits, labels) -> np.ndarray | None:
+    """A scribble, shape, outline, doodle or letter cut (`piece`): the search cuts a wide non-digit into pieces
+    and reads each, so a piece must read as no digit either."""
+    family = ("scribble", "shape", "outline", "doodle", "letter")[rng.integers(5)]
+    return piece(FAMILIES[family](rng, digits, labels), rng)
 
 
 def side_by_side(rng, digits, labels) -> np.ndarray:
@@ -257,6 +270,44 @@ def side_by_side(rng, digits, labels) -> np.ndarray:
         gap = rng.uniform(0.05, 0.3) if has_one else rng.uniform(-0.5, 0.3)
         x = max(0, x + piece.shape[1] + int(gap * piece.shape[1]))
     return page
+
+
+def doodle(rng, digits, labels) -> np.ndarray:
+    """A pen drawing of three to five simple parts, each starting where the last ended or crossing it: bent
+    lines with sharp corners, arcs, small loops, zigzags. Arrows, ticks, stars, faces and houses are drawn so;
+    no digit is three or more such parts joined at random."""
+    image, draw = canvas()
+    width = pen(rng)
+    point = rng.uniform(40, CANVAS - 40, 2)
+    for _ in range(int(rng.integers(3, 6))):
+        kind = rng.integers(4)
+        if rng.random() < 0.3:  # a part that starts apart: an eye, an arrow's head, a roof over a box
+            point = np.clip(point + rng.normal(0, 25, 2), 15, CANVAS - 15)
+        if kind == 0:  # a bent line: each corner turns 60-150 degrees
+            heading, path = rng.uniform(0, 2 * np.pi), [point]
+            for _ in range(int(rng.integers(2, 4))):
+                step = rng.uniform(20, 45) * np.array([np.cos(heading), np.sin(heading)])
+                path.append(np.clip(path[-1] + step, 8, CANVAS - 8))
+                heading += rng.choice([-1, 1]) * rng.uniform(np.pi / 3, 5 * np.pi / 6)
+            draw.line([tuple(p) for p in path], fill=255, width=width, joint="curve")
+            point = path[-1]
+        elif kind == 1:  # an arc of a quarter to three quarters of a circle
+            radius, start = rng.uniform(12, 35), rng.uniform(0, 360)
+            box = [*(point - radius), *(point + radius)]
+            draw.arc(box, start, start + rng.uniform(90, 270), fill=255, width=width)
+            point = point + radius * np.array([np.cos(np.radians(start)), np.sin(np.radians(start))])
+        elif kind == 2:  # a small loop, filled or not: an eye, a dot, a knot
+            radius = rng.uniform(4, 14)
+            fill = 255 if rng.random() < 0.4 else None
+            draw.ellipse([*(point - radius), *(point + radius)], fill=fill, outline=255, width=width)
+        else:  # a zigzag of three to six teeth
+            heading = rng.uniform(0, 2 * np.pi)
+            along, across = np.array([np.cos(heading), np.sin(heading)]), np.array([-np.sin(heading), np.cos(heading)])
+            step, depth = rng.uniform(8, 16), rng.uniform(8, 20)
+            path = [point + along * step * k + across * depth * (k % 2) for k in range(int(rng.integers(4, 8)))]
+            draw.line([tuple(np.clip(p, 8, CANVAS - 8)) for p in path], fill=255, width=width, joint="curve")
+            point = np.clip(path[-1], 15, CANVAS - 15)
+    return as_ink(image)
 
 
 def blob(rng, digits, labels) -> np.ndarray:
@@ -308,6 +359,8 @@ FAMILIES = {
     "digits side by side": side_by_side,
     "blob": blob,
     "texture": texture,
+    "doodle": doodle,
+    "cut non-digit": cut_nondigit,
 }
 
 
@@ -317,7 +370,7 @@ def draw_family(family: str, rng, digits, labels, attempts: int = 20) -> np.ndar
         drawing = FAMILIES[family](rng, digits, labels)
         if drawing is None:
             continue
-        if family in ("scribble", "shape") and is_bar(drawing):  # cut digits refuse their own bars
+        if family in ("scribble", "shape", "doodle") and is_bar(drawing):  # cut digits refuse their own bars
             continue
         image = drawing if drawing.shape == (28, 28) else framed(drawing)
         if image is not None:
@@ -337,20 +390,69 @@ def generate(count: int, digits: np.ndarray, labels: np.ndarray, seed: int) -> n
     return (np.stack(images) * 255).round().astype(np.uint8) if images else np.zeros((0, 28, 28), np.uint8)
 
 
+def rendered_digit(rng, digit: np.ndarray) -> np.ndarray | None:
+    """A training digit as `preprocess` makes it from a picture of it: written at 60-160 px with a pen a little
+    finer or broader than MNIST's, on paper with noise and uneven light. MNIST's own framing is not quite what
+    `preprocess` makes of people's images, and the "not a digit" output must not learn that difference as its
+    own; these stay digits (their own labels). None when `preprocess` finds no digit."""
+    side = int(rng.integers(60, 161))
+    ink = as_ink(Image.fromarray(digit).resize((side, side), Image.Resampling.BICUBIC))
+    pixel = side / 28  # one MNIST pixel at this size
+    change = rng.choice(["none", "finer", "broader"], p=[0.5, 0.25, 0.25])
+    if change != "none":
+        size = 2 * round(rng.uniform(0.2, 0.6 if change == "finer" else 1.0) * pixel) + 1
+        kind = ImageFilter.MinFilter(size) if change == "finer" else ImageFilter.MaxFilter(size)
+        ink = as_ink(Image.fromarray((ink * 255).astype(np.uint8)).filter(kind))
+    page = np.ones((side * 2, side * 2), dtype=np.float32) * rng.uniform(0.75, 0.95)
+    rows, columns = np.mgrid[0 : side * 2, 0 : side * 2] / (side * 2)
+    page -= rng.uniform(0, 0.2) * (rows if rng.random() < 0.5 else columns)  # light from one side
+    top, left = rng.integers(0, side, 2)
+    page[top : top + side, left : left + side] *= 1 - rng.uniform(0.7, 0.9) * ink
+    page += rng.normal(0, rng.uniform(0.005, 0.04), page.shape)
+    try:
+        return preprocess(np.clip(page, 0, 1))
+    except NoDigitError:
+        return None
+
+
+def rendered_digits(count: int, digits: np.ndarray, labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`count` training digits drawn at random, each as `rendered_digit` makes it, and their labels."""
+    rng = np.random.default_rng([seed, GENERATOR_VERSION, 1])
+    images, kept = [], []
+    for index in rng.integers(len(digits), size=count):
+        image = rendered_digit(rng, digits[index])
+        if image is not None:
+            images.append(image)
+            kept.append(labels[index])
+    stacked = (np.stack(images) * 255).round().astype(np.uint8) if images else np.zeros((0, 28, 28), np.uint8)
+    return stacked, np.asarray(kept, dtype=np.int64)
+
+
 def cached_pool(count: int, digits: np.ndarray, labels: np.ndarray, seed: int, folder: Path) -> np.ndarray:
     """`generate`, kept in `folder` under a name made of its arguments, so a second run with the same seed and
     digits costs a file read."""
+    images, _ = cached(folder, "nondigits", count, digits, seed, lambda: (generate(count, digits, labels, seed), None))
+    return images
+
+
+def cached_renders(count: int, digits: np.ndarray, labels: np.ndarray, seed: int, folder: Path):
+    """`rendered_digits`, cached as `cached_pool` caches non-digits."""
+    return cached(folder, "rendered", count, digits, seed, lambda: rendered_digits(count, digits, labels, seed))
+
+
+def cached(folder: Path, kind: str, count: int, digits: np.ndarray, seed: int, make) -> tuple:
+    """(images, labels or None) from `make()`, or from the file an earlier call with these arguments wrote."""
     digest = hashlib.sha256(np.ascontiguousarray(digits).tobytes()).hexdigest()[:16]
-    path = Path(folder) / f"nondigits-v{GENERATOR_VERSION}-{count}-{seed}-{digest}.npz"
+    path = Path(folder) / f"{kind}-v{GENERATOR_VERSION}-{count}-{seed}-{digest}.npz"
     if path.exists():
         try:
             with np.load(path, allow_pickle=False) as archive:
-                images = archive["images"]
-            if images.shape == (count, 28, 28) and images.dtype == np.uint8:
-                return images
+                images, labels = archive["images"], archive.get("labels")
+            if images.ndim == 3 and images.shape[1:] == (28, 28) and images.dtype == np.uint8:
+                return images, labels
         except (OSError, ValueError, KeyError):
             pass  # unreadable: made again below
-    images = generate(count, digits, labels, seed)
+    images, labels = make()
     with atomic_path(path) as temporary:
-        np.savez_compressed(temporary, images=images)
-    return images
+        np.savez_compressed(temporary, images=images, **({} if labels is None else {"labels": labels}))
+    return images, labels

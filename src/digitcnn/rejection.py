@@ -18,6 +18,10 @@ class RejectConfig:
     # digit classes' worth and 22% more steps an epoch. A share, not a count, so a --limit run or a small data set
     # of the user's is not swamped by non-digits (a fixed 12,000 beside 2,700 digits taught "not a digit" only).
     nondigits_per_digit: float = 2 / 9
+    # Training digits drawn as pictures and read back by `preprocess` (nondigits.rendered_digit), per training
+    # digit, beside MNIST's own framing: without them the output flags people's digits for being framed by
+    # `preprocess` rather than by MNIST's makers.
+    rendered_per_digit: float = 0.1
     # Non-digits beside the validation digits: the threshold and the temperature are fitted on both.
     validation_nondigits: int = 3_000
     # Share of validation digits the threshold may flag: half the 1% allowed on the test set, as a margin.
@@ -58,13 +62,17 @@ def choose_threshold(digit_scores: np.ndarray, reject: RejectConfig = REJECT) ->
     return max(reject.threshold_floor, float(np.quantile(digit_scores, 1 - reject.digit_flag_budget)))
 
 
-def training_nondigits(x_train, y_train, seed: int, reject: RejectConfig = REJECT) -> np.ndarray:
-    """The run's generated non-digits; its cut and paired digits come from these training digits only."""
+def training_examples(x_train, y_train, num_classes: int, seed: int, reject: RejectConfig = REJECT):
+    """The run's generated examples, (images, labels): non-digits as the last class, then training digits as
+    `preprocess` reads them from pictures. Both are made from these training digits only."""
     from .data import cache_folder
-    from .nondigits import cached_pool
+    from .nondigits import cached_pool, cached_renders
 
-    count = round(len(x_train) * reject.nondigits_per_digit)
-    return cached_pool(count, x_train, y_train, seed, cache_folder())
+    count = len(x_train)
+    nondigits = cached_pool(round(count * reject.nondigits_per_digit), x_train, y_train, seed, cache_folder())
+    renders, labels = cached_renders(round(count * reject.rendered_per_digit), x_train, y_train, seed, cache_folder())
+    images = np.concatenate([nondigits, renders])
+    return images, np.concatenate([np.full(len(nondigits), num_classes - 1, dtype=np.int64), labels.astype(np.int64)])
 
 
 def with_validation_nondigits(x_validation, y_validation, num_classes: int, reject: RejectConfig = REJECT):

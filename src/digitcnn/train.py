@@ -140,7 +140,7 @@ def fit(
     resume: bool = False,
     verbose: bool = True,
     device: str | None = None,
-    nondigits=None,
+    generated=None,
     **overrides,
 ) -> History:
     """Trains `model` in place on images `x` (uint8 or [0, 1] floats) and labels `y` (indices or one-hot).
@@ -149,7 +149,8 @@ def fit(
     y are, recorded in the run folder), else DataConfig's. With `run_dir`, the run's config is written there
     first, and every epoch a checkpoint, history.csv and model.safetensors; `resume=True` continues from the
     checkpoint. Under torchrun each process trains on its own shard of every epoch (DistributedDataParallel).
-    `nondigits` (images) join the training part as the model's last class, "not a digit" (rejection.py)."""
+    `generated` (images, labels) join the training part: non-digits as the model's last class, "not a digit", and
+    digits as `preprocess` reads them from pictures (rejection.py)."""
     given = {"batch_size": batch_size, "epochs": epochs, "seed": seed, **overrides}
     given = {key: value for key, value in given.items() if value is not None}
     data = data or DataConfig(dataset=model.config.dataset)  # fit alone knows only the model's data set
@@ -167,9 +168,9 @@ def fit(
     model.to(target)
     train_images, train_labels = images[:split_at].to(target), labels[:split_at].to(target)
     validation = (images[split_at:], labels[split_at:]) if split_at < len(images) else None
-    if nondigits is not None:
-        extra = as_pixels(nondigits, keep_uint8=train_images.dtype == torch.uint8).to(target)
-        extra_labels = torch.full((len(extra),), model.config.num_classes - 1, dtype=train_labels.dtype, device=target)
+    if generated is not None:
+        extra = as_pixels(generated[0], keep_uint8=train_images.dtype == torch.uint8).to(target)
+        extra_labels = torch.from_numpy(as_labels(generated[1])).to(device=target, dtype=train_labels.dtype)
         train_images, train_labels = torch.cat([train_images, extra]), torch.cat([train_labels, extra_labels])
 
     world_size = distributed.world_size()
