@@ -16,7 +16,7 @@ from digitcnn.cli import build_parser, main
 from digitcnn.config import RECIPES, TrainConfig, read_run_config
 from digitcnn.ensemble import ensemble_of
 from digitcnn.inference import SHIPPED_MODEL, load_model, predict
-from digitcnn.nondigits import FONT_FOLDER, GENERATOR_VERSION, generate
+from digitcnn.nondigits import FONT_FOLDER, GENERATOR_VERSION, generate, rendered_digits
 from digitcnn.recognize import read_images
 from digitcnn.rejection import NOT_A_DIGIT, REJECT, choose_threshold, flagged, rejects
 from digitcnn.runs import save_model
@@ -218,6 +218,18 @@ def test_generated_non_digits_are_framed_as_mnist_and_reproducible(mnist):
         rows, columns = np.flatnonzero(image.max(axis=1)), np.flatnonzero(image.max(axis=0))
         longer = max(rows[-1] - rows[0], columns[-1] - columns[0]) + 1
         assert 19 <= longer <= 21
+
+
+def test_training_digits_rendered_as_pictures_stay_their_digits(mnist):
+    (x_train, y_train), _ = mnist
+    images, labels = rendered_digits(300, x_train[:2000], y_train[:2000], seed=5)
+    assert images.dtype == np.uint8 and images.shape[1:] == (28, 28) and len(images) == len(labels) >= 290
+    again, _ = rendered_digits(300, x_train[:2000], y_train[:2000], seed=5)
+    assert np.array_equal(images, again)
+    # They teach the "not a digit" output what preprocess makes of people's digits, so they must still be the
+    # digits they were drawn from: the shipped reader reads them as such.
+    read = predict(load_model(SHIPPED_MODEL), images).argmax(axis=1)
+    assert (read == labels).mean() >= 0.97
 
 
 def test_the_threshold_flags_at_most_the_budget_of_validation_digits():
