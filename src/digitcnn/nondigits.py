@@ -1,8 +1,9 @@
-"""Generated non-digits, the examples the model's "not a digit" output learns from: pen scribbles and dashes,
-shapes, letters and symbols in DejaVu fonts, training digits cut in half, two or three training digits side by
-side or overlapping, ink blobs, and paper texture. Each is drawn large and framed as `preprocess` frames a clean
-image (cropped to its ink, strokes brought to MNIST's width, scaled into the 20-px box, centred by mass), so it
-looks like what the model sees at inference. A pool is made once per training seed and cached."""
+"""Generated non-digits, the examples the model's "not a digit" output learns from: pen scribbles, dashes and
+doodles, shapes, letters and symbols in DejaVu fonts, training digits and non-digits cut in pieces, two or three
+training digits side by side or overlapping, ink blobs, and paper texture. Each is drawn large and framed as
+`preprocess` frames a clean image (cropped to its ink, strokes brought to MNIST's width, scaled into the 20-px
+box, centred by mass), so it looks like what the model sees at inference. Beside them, training digits drawn as
+pictures and read back by `preprocess` stay digits. Pools are made once per training seed and cached."""
 
 import hashlib
 from pathlib import Path

@@ -15,8 +15,9 @@ class RejectConfig:
     """The rejection's knobs, each chosen on the validation split (benchmarks/not_a_digit.py measures them)."""
 
     # Generated non-digits added to the training part, per training digit: 12,000 beside MNIST's 54,000, about two
-    # digit classes' worth and 22% more steps an epoch. A share, not a count, so a --limit run or a small data set
-    # of the user's is not swamped by non-digits (a fixed 12,000 beside 2,700 digits taught "not a digit" only).
+    # digit classes' worth and 22% more steps an epoch (32% with the rendered digits below). A share, not a count,
+    # so a --limit run or a small data set of the user's is not swamped by non-digits (a fixed 12,000 beside 2,700
+    # digits taught "not a digit" only).
     nondigits_per_digit: float = 2 / 9
     # Training digits drawn as pictures and read back by `preprocess` (nondigits.rendered_digit), per training
     # digit, beside MNIST's own framing: without them the output flags people's digits for being framed by
