@@ -276,7 +276,7 @@ def side_by_side(rng, digits, labels) -> np.ndarray:
 def doodle(rng, digits, labels) -> np.ndarray:
     """A pen drawing of three to five simple parts, each starting where the last ended or crossing it: bent
     lines with sharp corners, arcs, small loops, zigzags. Arrows, ticks, stars, faces and houses are drawn so;
-    no digit is three or more such parts joined at random."""
+    three or more such parts joined at random rarely make a digit."""
     image, draw = canvas()
     width = pen(rng)
     point = rng.uniform(40, CANVAS - 40, 2)
@@ -437,19 +437,21 @@ def cached_pool(count: int, digits: np.ndarray, labels: np.ndarray, seed: int, f
 
 
 def cached_renders(count: int, digits: np.ndarray, labels: np.ndarray, seed: int, folder: Path):
-    """`rendered_digits`, cached as `cached_pool` caches non-digits."""
+    """`rendered_digits`, cached as `cached_pool` caches non-digits: (images, labels)."""
     return cached(folder, "rendered", count, digits, seed, lambda: rendered_digits(count, digits, labels, seed))
 
 
 def cached(folder: Path, kind: str, count: int, digits: np.ndarray, seed: int, make) -> tuple:
-    """(images, labels or None) from `make()`, or from the file an earlier call with these arguments wrote."""
+    """(images, labels or None) from `make()`, or from the file an earlier call with these arguments wrote. A
+    pool with labels may hold fewer than `count` (drawings `preprocess` found no digit in are left out)."""
     digest = hashlib.sha256(np.ascontiguousarray(digits).tobytes()).hexdigest()[:16]
     path = Path(folder) / f"{kind}-v{GENERATOR_VERSION}-{count}-{seed}-{digest}.npz"
     if path.exists():
         try:
             with np.load(path, allow_pickle=False) as archive:
                 images, labels = archive["images"], archive.get("labels")
-            if images.ndim == 3 and images.shape[1:] == (28, 28) and images.dtype == np.uint8:
+            whole = len(images) == count if labels is None else len(labels) == len(images) <= count
+            if whole and images.shape[1:] == (28, 28) and images.dtype == np.uint8:
                 return images, labels
         except (OSError, ValueError, KeyError):
             pass  # unreadable: made again below
