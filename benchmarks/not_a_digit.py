@@ -32,6 +32,7 @@ from digitcnn.config import DataConfig
 from digitcnn.nondigits import CANVAS, FAMILIES, FONT_FOLDER, LATIN, glyph
 from digitcnn.recognize import read_images
 from digitcnn.rejection import NOT_A_DIGIT, flagged, rejects
+from digitcnn.report import validation_slice
 from digitcnn.segment import DEFAULTS, SegmentConfig
 
 HELD_OUT_FONTS = [
@@ -181,6 +182,11 @@ def read_family(model, draw, count: int, rng, config: SegmentConfig = DEFAULTS) 
     }
 
 
+def read_right(readings, labels) -> np.ndarray:
+    """Which of these readings of single digits answered the digit drawn (`labels` may run longer)."""
+    return np.array([reading.label == label for reading, label in zip(readings, labels, strict=False)])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="run folder or model file (default: the shipped model)")
@@ -203,8 +209,7 @@ def main() -> None:
     model = load_model(arguments.model)
     (x_train, y_train), (x_test, y_test) = load_data()
     if arguments.split == "validation":
-        held = int(len(x_train) * DataConfig().validation_split)
-        x_test, y_test = x_train[-held:], y_train[-held:]
+        x_test, y_test = validation_slice(x_train, y_train, DataConfig().validation_split)
     started = time.perf_counter()
 
     probabilities = predict(model, x_test)
@@ -228,14 +233,13 @@ def main() -> None:
         names = [str(index) for index in range(len(files))]
         readings = read_images(model, files, names=names, config=config)
         is_flagged = np.array([reading.error == NOT_A_DIGIT for reading in readings])
-        accuracy = float(np.mean([reading.label == label for reading, label in zip(readings, y_test, strict=False)]))
+        accuracy = float(read_right(readings, y_test).mean())
         styles[style] = {"flagged": round(float(is_flagged.mean()), 4), "accuracy": round(accuracy, 4)}
         lost = None
         if reader is not None:
-            alone = read_images(reader, files, names=names, config=config)
-            read_right = np.array([reading.label == label for reading, label in zip(alone, y_test, strict=False)])
-            lost = float((is_flagged & read_right).mean())
-            styles[style]["reader_accuracy"] = round(float(read_right.mean()), 4)
+            alone = read_right(read_images(reader, files, names=names, config=config), y_test)
+            lost = float((is_flagged & alone).mean())
+            styles[style]["reader_accuracy"] = round(float(alone.mean()), 4)
             styles[style]["flagged_read_right"] = round(lost, 4)
         styles[style]["digits"] = len(readings)
         lost_column = "" if lost is None else f"{lost:6.2%}"
