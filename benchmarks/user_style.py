@@ -17,6 +17,7 @@ from PIL import Image, ImageFilter
 
 from benchmarks.common import machine, write_result
 from digitcnn import load_data, load_model, predict
+from digitcnn.nondigits import skeleton
 from digitcnn.recognize import read_images
 
 
@@ -53,32 +54,6 @@ def paper_photo(digit, rng, stroke: str = "normal") -> bytes:
     tint = np.array([1.0, 0.97, 0.9])  # warm indoor light
     rgb = (np.clip(page[..., None] * tint, 0, 1) * 255).astype(np.uint8)
     return encoded(Image.fromarray(rgb, "RGB"), "JPEG", quality=int(rng.integers(60, 90)))
-
-
-def skeleton(mask: np.ndarray) -> np.ndarray:
-    """Zhang-Suen thinning (1984): the one-pixel centre line of a binary shape, keeping it connected."""
-    image = np.pad(mask.astype(np.uint8), 1)
-    changed = True
-    while changed:
-        changed = False
-        for first_pass in (True, False):
-            p = image
-            # Neighbours P2..P9, clockwise from north, as in the paper.
-            n = [p[:-2, 1:-1], p[:-2, 2:], p[1:-1, 2:], p[2:, 2:], p[2:, 1:-1], p[2:, :-2], p[1:-1, :-2], p[:-2, :-2]]
-            count = sum(n)
-            transitions = sum(((n[i] == 0) & (n[(i + 1) % 8] == 1)).astype(np.uint8) for i in range(8))
-            if first_pass:
-                side_a, side_b = n[0] * n[2] * n[4], n[2] * n[4] * n[6]
-            else:
-                side_a, side_b = n[0] * n[2] * n[6], n[0] * n[4] * n[6]
-            remove = (
-                (p[1:-1, 1:-1] == 1) & (count >= 2) & (count <= 6) & (transitions == 1) & (side_a == 0) & (side_b == 0)
-            )
-            if remove.any():
-                image = image.copy()
-                image[1:-1, 1:-1][remove] = 0
-                changed = True
-    return image[1:-1, 1:-1].astype(np.float64)
 
 
 def canvas_drawing(digit, rng) -> bytes:

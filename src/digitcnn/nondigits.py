@@ -17,7 +17,8 @@ from .files import atomic_path
 from .preprocess import normalize_strokes, place_in_frame, preprocess
 
 CANVAS = 128  # pixels each non-digit is drawn on: large enough that a 1-MNIST-pixel pen is several pixels wide
-GENERATOR_VERSION = 4  # part of the cache's file name: bump it whenever a drawing below changes
+GENERATOR_VERSION = 4  # part of the cache's file name: bump it whenever a non-digit drawing below changes
+RENDER_VERSION = 5  # the same for the rendered digits, so a change to them does not remake the non-digits
 # Characters that are, or are often written like, a digit: O o Q D and 0, I l i j | ! and 1, Z z and 2, S s and 5,
 # b G and 6, B and 8, g q and 9, plus brackets and strokes that frame as a lone bar. They are neither taught as
 # non-digits nor counted in the benchmark's letter families: a model that flags them would flag digits too.
@@ -391,17 +392,48 @@ def generate(count: int, digits: np.ndarray, labels: np.ndarray, seed: int) -> n
     return (np.stack(images) * 255).round().astype(np.uint8) if images else np.zeros((0, 28, 28), np.uint8)
 
 
+def skeleton(mask: np.ndarray) -> np.ndarray:
+    """Zhang-Suen thinning (1984): the one-pixel centre line of a binary shape, keeping it connected."""
+    image = np.pad(mask.astype(np.uint8), 1)
+    changed = True
+    while changed:
+        changed = False
+        for first_pass in (True, False):
+            p = image
+            # Neighbours P2..P9, clockwise from north, as in the paper.
+            n = [p[:-2, 1:-1], p[:-2, 2:], p[1:-1, 2:], p[2:, 2:], p[2:, 1:-1], p[2:, :-2], p[1:-1, :-2], p[:-2, :-2]]
+            count = sum(n)
+            transitions = sum(((n[i] == 0) & (n[(i + 1) % 8] == 1)).astype(np.uint8) for i in range(8))
+            if first_pass:
+                side_a, side_b = n[0] * n[2] * n[4], n[2] * n[4] * n[6]
+            else:
+                side_a, side_b = n[0] * n[2] * n[6], n[0] * n[4] * n[6]
+            remove = (
+                (p[1:-1, 1:-1] == 1) & (count >= 2) & (count <= 6) & (transitions == 1) & (side_a == 0) & (side_b == 0)
+            )
+            if remove.any():
+                image = image.copy()
+                image[1:-1, 1:-1][remove] = 0
+                changed = True
+    return image[1:-1, 1:-1].astype(np.float64)
+
+
 def rendered_digit(rng, digit: np.ndarray) -> np.ndarray | None:
-    """A training digit as `preprocess` makes it from a picture of it: written at 60-160 px with a pen a little
-    finer or broader than MNIST's, on paper with noise and uneven light. MNIST's own framing is not quite what
+    """A training digit as `preprocess` makes it from a picture of it: written at 60-160 px with MNIST's pen, one
+    a little finer or broader, or its centre line redrawn with an even pen of 0.4-1.6 MNIST pixels, on paper with noise and uneven light. MNIST's own framing is not quite what
     `preprocess` makes of people's images, and the "not a digit" output must not learn that difference as its
     own; these stay digits (their own labels). None when `preprocess` finds no digit."""
     side = int(rng.integers(60, 161))
     ink = as_ink(Image.fromarray(digit).resize((side, side), Image.Resampling.BICUBIC))
     pixel = side / 28  # one MNIST pixel at this size
-    change = rng.choice(["none", "finer", "broader"], p=[0.5, 0.25, 0.25])
-    if change != "none":
-        size = 2 * round(rng.uniform(0.2, 0.6 if change == "finer" else 1.0) * pixel) + 1
+    change = rng.choice(["none", "finer", "broader", "pen"], p=[0.4, 0.15, 0.2, 0.25])
+    if change == "pen":  # its centre line written again with a pen of even width, ballpoint to felt tip
+        line = Image.fromarray((skeleton(ink > 0.5) * 255).astype(np.uint8))
+        width = 2 * round(rng.uniform(0.2, 0.8) * pixel) + 1
+        ink = as_ink(line.filter(ImageFilter.MaxFilter(width)).filter(ImageFilter.GaussianBlur(pixel / 2)))
+        ink = ink / max(float(ink.max()), 1e-6)
+    elif change != "none":
+        size = 2 * round(rng.uniform(0.2, 0.6 if change == "finer" else 1.3) * pixel) + 1
         kind = ImageFilter.MinFilter(size) if change == "finer" else ImageFilter.MaxFilter(size)
         ink = as_ink(Image.fromarray((ink * 255).astype(np.uint8)).filter(kind))
     page = np.ones((side * 2, side * 2), dtype=np.float32) * rng.uniform(0.75, 0.95)
@@ -418,7 +450,7 @@ def rendered_digit(rng, digit: np.ndarray) -> np.ndarray | None:
 
 def rendered_digits(count: int, digits: np.ndarray, labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """`count` training digits drawn at random, each as `rendered_digit` makes it, and their labels."""
-    rng = np.random.default_rng([seed, GENERATOR_VERSION, 1])
+    rng = np.random.default_rng([seed, RENDER_VERSION, 1])
     images, kept = [], []
     for index in rng.integers(len(digits), size=count):
         image = rendered_digit(rng, digits[index])
@@ -445,7 +477,8 @@ def cached(folder: Path, kind: str, count: int, digits: np.ndarray, seed: int, m
     """(images, labels or None) from `make()`, or from the file an earlier call with these arguments wrote. A
     pool with labels may hold fewer than `count` (drawings `preprocess` found no digit in are left out)."""
     digest = hashlib.sha256(np.ascontiguousarray(digits).tobytes()).hexdigest()[:16]
-    path = Path(folder) / f"{kind}-v{GENERATOR_VERSION}-{count}-{seed}-{digest}.npz"
+    version = RENDER_VERSION if kind == "rendered" else GENERATOR_VERSION
+    path = Path(folder) / f"{kind}-v{version}-{count}-{seed}-{digest}.npz"
     if path.exists():
         try:
             with np.load(path, allow_pickle=False) as archive:
