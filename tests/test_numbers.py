@@ -17,6 +17,8 @@ from PIL import Image
 
 from digitcnn import load_model, read
 from digitcnn.cli import main
+from digitcnn.recognize import read_images
+from digitcnn.segment import DEFAULTS
 from digitcnn.serve import create_app
 from digitcnn.strokes import label_components
 
@@ -128,6 +130,27 @@ def test_a_digit_in_two_pieces_reads_as_one_alone_and_inside_a_number(mnist, tmp
     truth = f"{y_test[1]}7{y_test[3]}"
     assert predict_json(tmp_path, capsys, "with_broken.png", number)[1]["text"] == truth
     assert client.post("/api/predict", content=number).json()["text"] == truth
+
+
+def test_a_stroke_that_fades_does_not_cut_a_digit_in_two(mnist):
+    """Two columns through each digit's middle at 40% of their ink, as a photo's light leaves a thin stroke: the
+    faint ink holds the halves together (SegmentConfig.faint_ink); traced at the ink threshold alone, they split."""
+    _, (x_test, y_test) = mnist
+    files = []
+    for digit in x_test[:40].astype(np.float32) / 255:
+        columns = np.flatnonzero(digit.max(axis=0) > 0.5)
+        middle = (columns[0] + columns[-1]) // 2
+        digit[:, middle - 1 : middle + 1] *= 0.4
+        files.append(paper_png(digit))
+    names = [str(index) for index in range(len(files))]
+    model = load_model(None)
+
+    def read_right(config) -> float:
+        readings = read_images(model, files, names=names, config=config)
+        return float(np.mean([reading.text == str(label) for reading, label in zip(readings, y_test, strict=False)]))
+
+    assert read_right(DEFAULTS) >= 0.95
+    assert read_right(dataclasses.replace(DEFAULTS, faint_ink=1.0)) <= 0.9
 
 
 def test_a_lone_digit_reads_as_it_always_has(mnist, tmp_path, capsys):

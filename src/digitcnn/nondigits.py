@@ -420,9 +420,10 @@ def skeleton(mask: np.ndarray) -> np.ndarray:
 
 def rendered_digit(rng, digit: np.ndarray) -> np.ndarray | None:
     """A training digit as `preprocess` makes it from a picture of it: written at 60-160 px with MNIST's pen, one
-    a little finer or broader, or its centre line redrawn with an even pen of 0.4-1.6 MNIST pixels, on paper with noise and uneven light. MNIST's own framing is not quite what
-    `preprocess` makes of people's images, and the "not a digit" output must not learn that difference as its
-    own; these stay digits (their own labels). None when `preprocess` finds no digit."""
+    a little finer or broader, or its centre line redrawn with an even pen of 0.4-1.6 MNIST pixels, on paper with
+    noise and uneven light. MNIST's own framing is not quite what `preprocess` makes of people's images, and the
+    "not a digit" output must not learn that difference as its own; these stay digits (their own labels). None
+    when `preprocess` finds no digit."""
     side = int(rng.integers(60, 161))
     ink = as_ink(Image.fromarray(digit).resize((side, side), Image.Resampling.BICUBIC))
     pixel = side / 28  # one MNIST pixel at this size

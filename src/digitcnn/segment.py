@@ -30,6 +30,8 @@ class SegmentConfig:
     # The image is read from a copy whose longer side is at most this (px): a digit in a 12-MP photo keeps
     # 50-100 px, more than MNIST's 20, and the ink map of a 4,000 x 3,000 photo costs a sixteenth.
     working_side: int = 1024
+    # Ink this fraction of the threshold `preprocess` finds still joins the strong ink it touches (a faint stroke).
+    faint_ink: float = 0.7
     max_digits: int = 64  # more digits in one image are refused ("too many digits")
     # A digit stands at least this fraction of the image's shorter side, and at least min_digit_pixels of the
     # working copy: a page of specks has no digit in it, however many specks there are.
@@ -134,11 +136,16 @@ def lay_out(image, config: SegmentConfig = DEFAULTS) -> Layout:
         grey, scale = grey_levels(image), (1.0, 1.0)
     ink = ink_map(grey)  # once per image; every candidate's crop is cut from it
     sample = ink[:: max(1, ink.shape[0] // 256), :: max(1, ink.shape[1] // 256)]
-    mask = ink > max(otsu_threshold(sample), MIN_CONTRAST)
-    labels, boxes = label_components(mask)  # boxes: (count, 4) top, bottom, left, right (exclusive)
+    threshold = max(otsu_threshold(sample), MIN_CONTRAST)
+    # Components are traced down to a fraction of the ink threshold, so a stroke that fades between two dark
+    # parts (a fine pen, thin parts lost to a photo's light) holds them together as one; a component counts only
+    # where it reaches the threshold itself, so faint marks alone are no ink (hysteresis, as Canny's edges).
+    labels, boxes = label_components(ink > max(config.faint_ink * threshold, MIN_CONTRAST))
+    reaches = np.zeros(len(boxes) + 1, dtype=bool)
+    reaches[labels[ink > threshold]] = True
     heights, widths = boxes[:, 1] - boxes[:, 0], boxes[:, 3] - boxes[:, 2]
-    smallest_digit = max(config.min_digit_pixels, config.min_digit_fraction * min(mask.shape))
-    keep = ~lies_along_edge(labels, len(boxes)) & (np.maximum(heights, widths) >= 2)
+    smallest_digit = max(config.min_digit_pixels, config.min_digit_fraction * min(ink.shape))
+    keep = reaches[1:] & ~lies_along_edge(labels, len(boxes)) & (np.maximum(heights, widths) >= 2)
     tallest = float(heights[keep].max()) if keep.any() else 0.0
     if tallest < smallest_digit:
         raise NoDigitError("no digit found")
