@@ -30,7 +30,8 @@ class SegmentConfig:
     # The image is read from a copy whose longer side is at most this (px): a digit in a 12-MP photo keeps
     # 50-100 px, more than MNIST's 20, and the ink map of a 4,000 x 3,000 photo costs a sixteenth.
     working_side: int = 1024
-    # Ink this fraction of the threshold `preprocess` finds still joins the strong ink it touches (a faint stroke).
+    # Ink at this fraction of the layout's ink threshold still joins the strong ink it touches (a faint stroke);
+    # at 0.5, neighbours in tight gaps met by their faint edges (benchmarks/README.md).
     faint_ink: float = 0.7
     max_digits: int = 64  # more digits in one image are refused ("too many digits")
     # A digit stands at least this fraction of the image's shorter side, and at least min_digit_pixels of the
