@@ -465,21 +465,23 @@ def rendered_digits(count: int, digits: np.ndarray, labels: np.ndarray, seed: in
 def cached_pool(count: int, digits: np.ndarray, labels: np.ndarray, seed: int, folder: Path) -> np.ndarray:
     """`generate`, kept in `folder` under a name made of its arguments, so a second run with the same seed and
     digits costs a file read."""
-    images, _ = cached(folder, "nondigits", count, digits, seed, lambda: (generate(count, digits, labels, seed), None))
+    kind = f"nondigits-v{GENERATOR_VERSION}"
+    images, _ = cached(folder, kind, count, digits, seed, lambda: (generate(count, digits, labels, seed), None))
     return images
 
 
 def cached_renders(count: int, digits: np.ndarray, labels: np.ndarray, seed: int, folder: Path):
     """`rendered_digits`, cached as `cached_pool` caches non-digits: (images, labels)."""
-    return cached(folder, "rendered", count, digits, seed, lambda: rendered_digits(count, digits, labels, seed))
+    kind = f"rendered-v{RENDER_VERSION}"
+    return cached(folder, kind, count, digits, seed, lambda: rendered_digits(count, digits, labels, seed))
 
 
 def cached(folder: Path, kind: str, count: int, digits: np.ndarray, seed: int, make) -> tuple:
-    """(images, labels or None) from `make()`, or from the file an earlier call with these arguments wrote. A
-    pool with labels may hold fewer than `count` (drawings `preprocess` found no digit in are left out)."""
+    """(images, labels or None) from `make()`, or from the file an earlier call with these arguments wrote; `kind`
+    names the pool and its drawings' version. A pool with labels may hold fewer than `count` (drawings `preprocess`
+    found no digit in are left out)."""
     digest = hashlib.sha256(np.ascontiguousarray(digits).tobytes()).hexdigest()[:16]
-    version = RENDER_VERSION if kind == "rendered" else GENERATOR_VERSION
-    path = Path(folder) / f"{kind}-v{version}-{count}-{seed}-{digest}.npz"
+    path = Path(folder) / f"{kind}-{count}-{seed}-{digest}.npz"
     if path.exists():
         try:
             with np.load(path, allow_pickle=False) as archive:
