@@ -3,7 +3,8 @@ doodles, shapes, letters and symbols in DejaVu fonts, training digits and non-di
 training digits side by side or overlapping, ink blobs, and paper texture. Each is drawn large and framed as
 `preprocess` frames a clean image (cropped to its ink, strokes brought to MNIST's width, scaled into the 20-px
 box, centred by mass), so it looks like what the model sees at inference. Beside them, training digits drawn as
-pictures and read back by `preprocess` stay digits. Pools are made once per training seed and cached."""
+pictures and read back by `preprocess`, and cropped out of touching numbers as the strip reader crops them, stay
+digits. Pools are made once per training seed and cached."""
 
 import hashlib
 from pathlib import Path
@@ -19,6 +20,7 @@ from .preprocess import normalize_strokes, place_in_frame, preprocess
 CANVAS = 128  # pixels each non-digit is drawn on: large enough that a 1-MNIST-pixel pen is several pixels wide
 GENERATOR_VERSION = 4  # part of the cache's file name: bump it whenever a non-digit drawing below changes
 RENDER_VERSION = 5  # the same for the rendered digits, so a change to them does not remake the non-digits
+BLOB_VERSION = 2  # the same for the digits cropped out of touching numbers
 # Characters that are, or are often written like, a digit: O o Q D and 0, I l i j | ! and 1, Z z and 2, S s and 5,
 # b G and 6, B and 8, g q and 9, plus brackets and strokes that frame as a lone bar. They are neither taught as
 # non-digits nor counted in the benchmark's letter families: a model that flags them would flag digits too.
@@ -462,6 +464,64 @@ def rendered_digits(count: int, digits: np.ndarray, labels: np.ndarray, seed: in
     return stacked, np.asarray(kept, dtype=np.int64)
 
 
+def touching_number(rng, digits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two or three training digits touching or overlapping by up to 3 px (at MNIST's scale), 2-5x MNIST's size,
+    dark on light paper with noise, as a uint8 picture; and their labels, left to right."""
+    chosen = rng.integers(len(digits), size=int(rng.integers(2, 4)))
+    placed, lefts = [], [0]
+    for index in chosen:
+        columns = np.flatnonzero(digits[index].max(axis=0) > 0)
+        digit = digits[index][:, columns[0] : columns[-1] + 1]
+        scale = rng.uniform(0.85, 1.05)
+        size = (max(1, round(digit.shape[1] * scale)), max(1, round(28 * scale)))
+        image = np.asarray(Image.fromarray(digit).resize(size, Image.Resampling.BILINEAR), np.float32) / 255
+        placed.append((image, 7 + int(rng.integers(-2, 3))))
+    for (left_image, _), (right_image, _) in zip(placed[:-1], placed[1:], strict=True):
+        left_ink = np.flatnonzero(left_image.max(axis=0) > 0.5)
+        right_ink = np.flatnonzero(right_image.max(axis=0) > 0.5)
+        lefts.append(lefts[-1] + int(left_ink[-1]) + 1 + int(rng.integers(-3, 1)) - int(right_ink[0]))
+    shift = 4 - min(lefts)
+    width = max(left + image.shape[1] for left, (image, _) in zip(lefts, placed, strict=True)) + shift + 4
+    strip = np.zeros((40, width))
+    for left, (image, top) in zip(lefts, placed, strict=True):
+        window = strip[top : top + image.shape[0], left + shift : left + shift + image.shape[1]]
+        np.maximum(window, image, out=window)
+    factor = rng.uniform(2, 5)
+    size = (round(strip.shape[1] * factor), round(strip.shape[0] * factor))
+    ink = np.asarray(Image.fromarray(strip.astype(np.float32), "F").resize(size, Image.Resampling.BICUBIC))
+    paper = rng.uniform(0.8, 0.95) - rng.uniform(0.6, 0.8) * np.clip(ink, 0, 1) + rng.normal(0, 0.02, ink.shape)
+    return (np.clip(paper, 0, 1) * 255).astype(np.uint8), labels[chosen]
+
+
+def blob_digits(count: int, digits: np.ndarray, labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """About `count` training digits as the strip reader crops them out of touching numbers (`touching_number`),
+    each with a neighbour's edge: read as a number, such crops are digits, and the "not a digit" output must not
+    take them for the halves and pairs it is trained to flag. Only numbers the strip reader reads right are kept:
+    where it misplaces a digit, the crops' labels would be wrong."""
+    from .recognize import strip_reader  # the shipped strip reader; recognize imports this module's users
+    from .segment import lay_out
+    from .strips import blob_region, decode, split_region
+
+    rng = np.random.default_rng([seed, BLOB_VERSION, 2])
+    read, images, kept = strip_reader(), [], []
+    for _ in range(count * 4):  # about a third of the numbers give their crops; never loops forever
+        if len(images) >= count:
+            break
+        picture, truth = touching_number(rng, digits, labels)
+        try:
+            layout = lay_out(Image.fromarray(picture))
+        except NoDigitError:
+            continue
+        region = blob_region(layout, set(range(1, len(layout.component_boxes) + 1)))
+        found = decode(read([region[0]])[0]) if region is not None else []
+        if [int(probabilities.argmax()) for probabilities, _ in found] == list(truth):
+            for (_, _, crop), label in zip(split_region(layout, region, found), truth, strict=True):
+                images.append(crop)
+                kept.append(label)
+    stacked = (np.stack(images[:count]) * 255).round().astype(np.uint8) if images else np.zeros((0, 28, 28), np.uint8)
+    return stacked, np.asarray(kept[:count], dtype=np.int64)
+
+
 def cached_pool(count: int, digits: np.ndarray, labels: np.ndarray, seed: int, folder: Path) -> np.ndarray:
     """`generate`, kept in `folder` under a name made of its arguments, so a second run with the same seed and
     digits costs a file read."""
@@ -474,6 +534,12 @@ def cached_renders(count: int, digits: np.ndarray, labels: np.ndarray, seed: int
     """`rendered_digits`, cached as `cached_pool` caches non-digits: (images, labels)."""
     kind = f"rendered-v{RENDER_VERSION}"
     return cached(folder, kind, count, digits, seed, lambda: rendered_digits(count, digits, labels, seed))
+
+
+def cached_blob_digits(count: int, digits: np.ndarray, labels: np.ndarray, seed: int, folder: Path):
+    """`blob_digits`, cached as `cached_pool` caches non-digits: (images, labels)."""
+    kind = f"blob-digits-v{BLOB_VERSION}"
+    return cached(folder, kind, count, digits, seed, lambda: blob_digits(count, digits, labels, seed))
 
 
 def cached(folder: Path, kind: str, count: int, digits: np.ndarray, seed: int, make) -> tuple:

@@ -97,7 +97,7 @@ def read_chunk(model, sources: list, names: list, keep_originals: bool, config: 
                 reading.layout = lay_out(image, config)
                 inputs.extend(reading.layout.inputs)
                 if rejects(model.config):
-                    wholes[len(readings)] = whole_image(image, reading.layout.ink)
+                    wholes[len(readings)] = whole_image(reading.layout.ink)
             else:
                 reading.input = preprocess(image)
                 inputs.append(reading.input)
@@ -144,15 +144,12 @@ def opened(source, max_side: int):
     return load_image(source, max_side=max_side)
 
 
-def whole_image(image, layout_ink: np.ndarray | None = None) -> np.ndarray | None:
-    """The image framed as one digit, as `preprocess` frames a lone digit; None when it finds none. The layout's
-    ink map is that of the very same pixels unless its working copy was shrunk (then the shape differs), and is
-    then used rather than made a second time."""
-    size = np.shape(image)[:2] if isinstance(image, np.ndarray) else (image.height, image.width)
+def whole_image(layout_ink: np.ndarray) -> np.ndarray | None:
+    """The image framed as one digit, as `preprocess` frames a lone digit, from the layout's ink map (even of a
+    shrunk working copy: a 28x28 frame needs no more than its 1,024 pixels a side, and making the ink map of a
+    12-megapixel photo again more than doubled its reading time); None when no digit stands out."""
     try:
-        if layout_ink is not None and layout_ink.shape == size:
-            return frame_digit(layout_ink)
-        return preprocess(image)
+        return frame_digit(layout_ink)
     except NoDigitError:
         return None
 
@@ -167,19 +164,26 @@ def take_digits(
     probabilities = calibrated(logits, model)
     threshold = getattr(model.config, "not_a_digit_threshold", None)  # a model with the "not a digit" output
     not_a_digit = probabilities[:, -1] if threshold is not None else None
-    lines = best_digits(layout, logits, config, not_a_digit)
-    # Whether the image is a digit at all is judged on the search's digits, as the not-a-digit threshold was
-    # chosen; only an image of digits has them read again by the strip reader.
-    searched = [index for line in lines for index in line]
-    score = image_score(probabilities[searched, -1], whole_score) if threshold is not None and searched else None
-    is_a_digit = score is None or score < threshold
-    if is_a_digit and config.read_blobs and (read_strips := strip_reader()) is not None:
+    searched = lines = best_digits(layout, logits, config, not_a_digit)
+    searched_probabilities = probabilities
+    if config.read_blobs and (read_strips := strip_reader()) is not None:
 
         def classify(crops: list[np.ndarray]) -> np.ndarray:
             return calibrated(predict_logits(model, np.stack(crops)), model)
 
         lines, probabilities = reread_blobs(layout, lines, probabilities, read_strips, classify, config)
     chosen = [index for line in lines for index in line]
+    # An image is digits when either reading of it reads as digits: the search's cuts of a touching number look
+    # like the cut digits the "not a digit" output flags, while the strip reader's crops of it are digits with a
+    # neighbour's edge, which it learns to accept (nondigits.blob_digits). A non-digit is answered with the
+    # search's reading and its score.
+    score, is_a_digit = None, True
+    searched_digits = [index for line in searched for index in line]
+    if threshold is not None and searched_digits and chosen:
+        score = image_score(searched_probabilities[searched_digits, -1], whole_score)
+        is_a_digit = min(score, image_score(probabilities[chosen, -1], whole_score)) < threshold
+        if not is_a_digit:
+            lines, probabilities, chosen = searched, searched_probabilities, searched_digits
     if not chosen:
         reading.error, reading.failure = "no digit found", NoDigitError("no digit found")
         return
@@ -199,16 +203,16 @@ def take_digits(
     else:
         reading.confidence = min(digit["confidence"] for digit in reading.digits)
         reading.unsure = any(digit["unsure"] for digit in reading.digits)
-    if not is_a_digit:  # then nothing was reread: the digits are the search's, and so is the score
+    if not is_a_digit:
         say_not_a_digit(reading, score)
 
 
 def image_score(scores: np.ndarray, whole_score: float | None) -> float:
-    """The "not a digit" probability of a whole image from those of the digits the search chose. One digit: its
-    own, or the image's read whole as one digit if higher (the search may have kept one digit-like stroke of a
-    scribble and left the rest out). Several: their mean (a scribble cut in pieces reads as digits each somewhat
-    unlike one; each digit of a number is clearly one). Chosen on the generator's own non-digits and validation
-    digits and numbers (benchmarks/README.md), never on the held-out families."""
+    """The "not a digit" probability of a whole image from those of the digits one reading of it chose. One
+    digit: its own, or the image's read whole as one digit if higher (the search may have kept one digit-like
+    stroke of a scribble and left the rest out). Several: their mean (a scribble cut in pieces reads as digits
+    each somewhat unlike one; each digit of a number is clearly one). Chosen on the generator's own non-digits and
+    validation digits and numbers (benchmarks/README.md), never on the held-out families."""
     if len(scores) == 1:
         return max(float(scores[0]), whole_score if whole_score is not None else 0.0)
     return float(np.mean(scores))

@@ -24,6 +24,9 @@ class RejectConfig:
     # `preprocess` rather than by MNIST's makers. 0.2 with some redrawn by an even pen: fine-pen and marker digits
     # flagged 0.9% on validation rather than 1.1 and 1.4% (benchmarks/README.md).
     rendered_per_digit: float = 0.2
+    # Training digits as the strip reader crops them out of touching numbers (nondigits.blob_digits), per training
+    # digit: a number's digits are judged on such crops, and without them the output flags them as cut digits.
+    blob_digits_per_digit: float = 0.2
     # Non-digits beside the validation digits: the threshold and the temperature are fitted on both.
     validation_nondigits: int = 3_000
     # Share of validation digits the threshold may flag: half the 1% allowed on the test set, as a margin.
@@ -66,15 +69,20 @@ def choose_threshold(digit_scores: np.ndarray, reject: RejectConfig = REJECT) ->
 
 def training_examples(x_train, y_train, num_classes: int, seed: int, reject: RejectConfig = REJECT):
     """The run's generated examples, (images, labels): non-digits as the last class, then training digits as
-    `preprocess` reads them from pictures. Both are made from these training digits only."""
+    `preprocess` reads them from pictures, then as the strip reader crops them out of touching numbers. All are
+    made from these training digits only."""
     from .data import cache_folder
-    from .nondigits import cached_pool, cached_renders
+    from .nondigits import cached_blob_digits, cached_pool, cached_renders
 
     count = len(x_train)
     nondigits = cached_pool(round(count * reject.nondigits_per_digit), x_train, y_train, seed, cache_folder())
     renders, labels = cached_renders(round(count * reject.rendered_per_digit), x_train, y_train, seed, cache_folder())
-    images = np.concatenate([nondigits, renders])
-    return images, np.concatenate([np.full(len(nondigits), num_classes - 1, dtype=np.int64), labels.astype(np.int64)])
+    blobs, blob_labels = cached_blob_digits(
+        round(count * reject.blob_digits_per_digit), x_train, y_train, seed, cache_folder()
+    )
+    images = np.concatenate([nondigits, renders, blobs])
+    nondigit_labels = np.full(len(nondigits), num_classes - 1, dtype=np.int64)
+    return images, np.concatenate([nondigit_labels, labels.astype(np.int64), blob_labels.astype(np.int64)])
 
 
 def with_validation_nondigits(x_validation, y_validation, num_classes: int, reject: RejectConfig = REJECT):
