@@ -493,17 +493,17 @@ def touching_number(rng, digits: np.ndarray, labels: np.ndarray) -> tuple[np.nda
     return (np.clip(paper, 0, 1) * 255).astype(np.uint8), labels[chosen]
 
 
-def blob_digits(count: int, digits: np.ndarray, labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """About `count` training digits as the strip reader crops them out of touching numbers (`touching_number`),
-    each with a neighbour's edge: read as a number, such crops are digits, and the "not a digit" output must not
-    take them for the halves and pairs it is trained to flag. Only numbers the strip reader reads right are kept:
-    where it misplaces a digit, the crops' labels would be wrong."""
-    from .recognize import strip_reader  # the shipped strip reader; recognize imports this module's users
+def blob_digits(count: int, digits: np.ndarray, labels: np.ndarray, seed: int, read) -> tuple[np.ndarray, np.ndarray]:
+    """About `count` training digits as the strip reader `read` (strips -> log-probabilities, as
+    `recognize.strip_reader()` gives the shipped one) crops them out of touching numbers (`touching_number`), each
+    with a neighbour's edge: read as a number, such crops are digits, and the "not a digit" output must not take
+    them for the halves and pairs it is trained to flag. Only numbers the strip reader reads right are kept: where
+    it misplaces a digit, the crops' labels would be wrong."""
     from .segment import lay_out
     from .strips import blob_region, decode, split_region
 
     rng = np.random.default_rng([seed, BLOB_VERSION, 2])
-    read, images, kept = strip_reader(), [], []
+    images, kept = [], []
     for _ in range(count * 4):  # about a third of the numbers give their crops; never loops forever
         if len(images) >= count:
             break
@@ -536,10 +536,11 @@ def cached_renders(count: int, digits: np.ndarray, labels: np.ndarray, seed: int
     return cached(folder, kind, count, digits, seed, lambda: rendered_digits(count, digits, labels, seed))
 
 
-def cached_blob_digits(count: int, digits: np.ndarray, labels: np.ndarray, seed: int, folder: Path):
-    """`blob_digits`, cached as `cached_pool` caches non-digits: (images, labels)."""
+def cached_blob_digits(count: int, digits: np.ndarray, labels: np.ndarray, seed: int, folder: Path, read):
+    """`blob_digits`, cached as `cached_pool` caches non-digits: (images, labels). The file's name does not name the
+    strip reader: it is the shipped one."""
     kind = f"blob-digits-v{BLOB_VERSION}"
-    return cached(folder, kind, count, digits, seed, lambda: blob_digits(count, digits, labels, seed))
+    return cached(folder, kind, count, digits, seed, lambda: blob_digits(count, digits, labels, seed, read))
 
 
 def cached(folder: Path, kind: str, count: int, digits: np.ndarray, seed: int, make) -> tuple:

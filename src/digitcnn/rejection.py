@@ -69,19 +69,20 @@ def choose_threshold(digit_scores: np.ndarray, reject: RejectConfig = REJECT) ->
     return max(reject.threshold_floor, float(np.quantile(digit_scores, 1 - reject.digit_flag_budget)))
 
 
-def training_examples(x_train, y_train, num_classes: int, seed: int, reject: RejectConfig = REJECT):
+def training_examples(x_train, y_train, num_classes: int, seed: int, read_strips=None, reject: RejectConfig = REJECT):
     """The run's generated examples, (images, labels): non-digits as the last class, then training digits as
-    `preprocess` reads them from pictures, then as the strip reader crops them out of touching numbers. All are
-    made from these training digits only."""
+    `preprocess` reads them from pictures, then as the strip reader `read_strips` crops them out of touching numbers
+    (none without one). All are made from these training digits only."""
     from .data import cache_folder
     from .nondigits import cached_blob_digits, cached_pool, cached_renders
 
     count = len(x_train)
     nondigits = cached_pool(round(count * reject.nondigits_per_digit), x_train, y_train, seed, cache_folder())
     renders, labels = cached_renders(round(count * reject.rendered_per_digit), x_train, y_train, seed, cache_folder())
-    blobs, blob_labels = cached_blob_digits(
-        round(count * reject.blob_digits_per_digit), x_train, y_train, seed, cache_folder()
-    )
+    blobs, blob_labels = np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.int64)
+    if read_strips is not None:
+        blob_count = round(count * reject.blob_digits_per_digit)
+        blobs, blob_labels = cached_blob_digits(blob_count, x_train, y_train, seed, cache_folder(), read_strips)
     images = np.concatenate([nondigits, renders, blobs])
     nondigit_labels = np.full(len(nondigits), num_classes - 1, dtype=np.int64)
     return images, np.concatenate([nondigit_labels, labels.astype(np.int64), blob_labels.astype(np.int64)])
