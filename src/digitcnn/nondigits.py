@@ -538,7 +538,7 @@ def cached_renders(count: int, digits: np.ndarray, labels: np.ndarray, seed: int
 
 def cached_blob_digits(count: int, digits: np.ndarray, labels: np.ndarray, seed: int, folder: Path, read):
     """`blob_digits`, cached as `cached_pool` caches non-digits: (images, labels). The file's name does not name the
-    strip reader: it is the shipped one."""
+    strip reader, which is the shipped one: bump BLOB_VERSION when that is retrained."""
     kind = f"blob-digits-v{BLOB_VERSION}"
     return cached(folder, kind, count, digits, seed, lambda: blob_digits(count, digits, labels, seed, read))
 
