@@ -467,8 +467,10 @@ def rendered_digits(count: int, digits: np.ndarray, labels: np.ndarray, seed: in
 def touching_number(rng, digits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Two or three training digits touching or overlapping by up to 3 px (at MNIST's scale), 2-5x MNIST's size,
     dark on light paper with noise, as a uint8 picture; and their labels, left to right."""
+    from .strip_training import digits_in_a_row  # how the strip reader's training numbers are laid out
+
     chosen = rng.integers(len(digits), size=int(rng.integers(2, 4)))
-    placed, lefts = [], [0]
+    placed = []
     for index in chosen:
         columns = np.flatnonzero(digits[index].max(axis=0) > 0)
         digit = digits[index][:, columns[0] : columns[-1] + 1]
@@ -476,19 +478,11 @@ def touching_number(rng, digits: np.ndarray, labels: np.ndarray) -> tuple[np.nda
         size = (max(1, round(digit.shape[1] * scale)), max(1, round(28 * scale)))
         image = np.asarray(Image.fromarray(digit).resize(size, Image.Resampling.BILINEAR), np.float32) / 255
         placed.append((image, 7 + int(rng.integers(-2, 3))))
-    for (left_image, _), (right_image, _) in zip(placed[:-1], placed[1:], strict=True):
-        left_ink = np.flatnonzero(left_image.max(axis=0) > 0.5)
-        right_ink = np.flatnonzero(right_image.max(axis=0) > 0.5)
-        lefts.append(lefts[-1] + int(left_ink[-1]) + 1 + int(rng.integers(-3, 1)) - int(right_ink[0]))
-    shift = 4 - min(lefts)
-    width = max(left + image.shape[1] for left, (image, _) in zip(lefts, placed, strict=True)) + shift + 4
-    strip = np.zeros((40, width))
-    for left, (image, top) in zip(lefts, placed, strict=True):
-        window = strip[top : top + image.shape[0], left + shift : left + shift + image.shape[1]]
-        np.maximum(window, image, out=window)
+    row = digits_in_a_row(placed, [int(rng.integers(-3, 1)) for _ in placed[1:]])
+    strip = np.pad(row, ((0, 40 - row.shape[0]), (4, 4)))  # 40 rows: the tallest digit (29) from row 9 fits
     factor = rng.uniform(2, 5)
     size = (round(strip.shape[1] * factor), round(strip.shape[0] * factor))
-    ink = np.asarray(Image.fromarray(strip.astype(np.float32), "F").resize(size, Image.Resampling.BICUBIC))
+    ink = np.asarray(Image.fromarray(strip, "F").resize(size, Image.Resampling.BICUBIC))
     paper = rng.uniform(0.8, 0.95) - rng.uniform(0.6, 0.8) * np.clip(ink, 0, 1) + rng.normal(0, 0.02, ink.shape)
     return (np.clip(paper, 0, 1) * 255).astype(np.uint8), labels[chosen]
 

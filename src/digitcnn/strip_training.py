@@ -102,23 +102,11 @@ class StripReader(nn.Module):
         return self.head(features).transpose(1, 2)
 
 
-def synthetic_number(images: np.ndarray, labels: np.ndarray, rng, config: StripTrainingConfig, count: int):
-    """A number of `count` random digits, as (strip input, its labels)."""
-    chosen = rng.integers(0, len(images), count)
-    low, high, weights = zip(*config.spacings, strict=True)
-    kinds = rng.choice(len(weights), count - 1, p=np.array(weights) / sum(weights))
-    placed, lefts = [], [0]
-    for index in chosen:
-        digit = images[index]
-        columns = np.flatnonzero(digit.max(axis=0) > 0)
-        digit = digit[:, columns[0] : columns[-1] + 1]
-        scale = rng.uniform(config.smallest_scale, config.largest_scale)
-        size = (max(1, round(digit.shape[1] * scale)), max(1, round(28 * scale)))
-        image = np.asarray(Image.fromarray(digit).resize(size, Image.Resampling.BILINEAR), np.float32) / 255
-        top = config.baseline_jitter + round((28 * config.largest_scale - size[1]) / 2)
-        placed.append((image, top + int(rng.integers(-config.baseline_jitter, config.baseline_jitter + 1))))
-    for (left_image, _), (right_image, _), kind in zip(placed[:-1], placed[1:], kinds, strict=True):
-        space = int(rng.integers(low[kind], high[kind] + 1))
+def digits_in_a_row(placed: list[tuple[np.ndarray, int]], spaces: list[int]) -> np.ndarray:
+    """Digits (float ink, each with the row it starts at) side by side on one dark strip as tall and wide as they
+    are: between neighbours' ink (columns above INK) `spaces` px, negative where they overlap."""
+    lefts = [0]
+    for (left_image, _), (right_image, _), space in zip(placed[:-1], placed[1:], spaces, strict=True):
         left_ink = np.flatnonzero(left_image.max(axis=0) > INK)
         right_ink = np.flatnonzero(right_image.max(axis=0) > INK)
         lefts.append(lefts[-1] + int(left_ink[-1]) + 1 + space - int(right_ink[0]))
@@ -129,6 +117,25 @@ def synthetic_number(images: np.ndarray, labels: np.ndarray, rng, config: StripT
     for left, (image, top) in zip(lefts, placed, strict=True):
         window = strip[top : top + image.shape[0], left + shift : left + shift + image.shape[1]]
         np.maximum(window, image, out=window)
+    return strip
+
+
+def synthetic_number(images: np.ndarray, labels: np.ndarray, rng, config: StripTrainingConfig, count: int):
+    """A number of `count` random digits, as (strip input, its labels)."""
+    chosen = rng.integers(0, len(images), count)
+    low, high, weights = zip(*config.spacings, strict=True)
+    kinds = rng.choice(len(weights), count - 1, p=np.array(weights) / sum(weights))
+    placed = []
+    for index in chosen:
+        digit = images[index]
+        columns = np.flatnonzero(digit.max(axis=0) > 0)
+        digit = digit[:, columns[0] : columns[-1] + 1]
+        scale = rng.uniform(config.smallest_scale, config.largest_scale)
+        size = (max(1, round(digit.shape[1] * scale)), max(1, round(28 * scale)))
+        image = np.asarray(Image.fromarray(digit).resize(size, Image.Resampling.BILINEAR), np.float32) / 255
+        top = config.baseline_jitter + round((28 * config.largest_scale - size[1]) / 2)
+        placed.append((image, top + int(rng.integers(-config.baseline_jitter, config.baseline_jitter + 1))))
+    strip = digits_in_a_row(placed, [int(rng.integers(low[kind], high[kind] + 1)) for kind in kinds])
     factor = rng.uniform(*config.enlarge)
     shear = rng.uniform(-config.shear, config.shear)  # a hand that slants more or less than MNIST's writers
     size = (round(strip.shape[1] * factor), round(strip.shape[0] * factor))
