@@ -136,6 +136,22 @@ def test_every_architecture_shows_each_block_and_pooling_step(arch, mnist):
     assert len(json.dumps(view.as_dict())) < MAX_RESPONSE_BYTES
 
 
+def test_a_reader_behind_a_detector_shows_its_readers_layers_and_the_whole_models_scores(mnist):
+    _, (x_test, _) = mnist
+    torch.manual_seed(0)
+    reader = dataclasses.asdict(ModelConfig(arch="seed", activation="leaky_relu"))
+    detector = dataclasses.asdict(ModelConfig(arch="fast", num_classes=11))
+    gated = build_model("gated", num_classes=11, members=[reader, detector]).eval()
+    image = x_test[0] / 255
+    view = look_inside(gated, image)
+    assert view.arch == "seed" and [layer.label for layer in view.layers] == SEED_LABELS
+    check_tiles_match(gated.members[0], view, body_outputs(gated.members[0], image), InsideConfig().tiles_per_layer)
+    # The scores are the gated model's own: the reader's ten digits and the detector's "not a digit".
+    assert len(view.probabilities) == 11
+    np.testing.assert_allclose(view.probabilities, predict(gated, image), atol=1e-6)
+    assert view.target == int(predict(gated, image).argmax())
+
+
 def test_an_ensemble_and_an_onnx_model_have_no_layers_to_show(mnist, tmp_path):
     from digitcnn.onnx_model import OnnxModel, export_onnx
 

@@ -88,16 +88,20 @@ class InsideView:
 
 
 def layers_to_show(model) -> list[Step]:
-    """The convolution blocks and pooling steps of a model's body, in the order they run."""
+    """The convolution blocks and pooling steps of a model's body, in the order they run; of a gated model, its
+    reader's."""
     if not is_torch_model(model):
         raise NoLayersError(
             "an exported ONNX model runs in onnxruntime and has no layers to show: "
             "look inside its run folder or .safetensors file instead"
         )
-    if isinstance(model, Ensemble | Gated):
-        count = len(model.members)
-        kind = f"an ensemble of {count} networks" if isinstance(model, Ensemble) else "a reader behind a detector"
-        raise NoLayersError(f"{kind} has no one set of layers to show: look inside one of its members instead")
+    if isinstance(model, Gated):  # the reader's layers: the detector only judges whether the image is a digit
+        return layers_to_show(model.members[0])
+    if isinstance(model, Ensemble):
+        raise NoLayersError(
+            f"an ensemble of {len(model.members)} networks has no one set of layers to show: "
+            "look inside one of its members instead"
+        )
     if not isinstance(model, Classifier) or not isinstance(model.body, nn.Sequential):
         raise NoLayersError(f"a {type(model).__name__} has no sequential body of layers to show")
     steps: list[Step] = []
@@ -154,9 +158,10 @@ def tiles_of(activations: torch.Tensor, most: int) -> tuple[list[int], np.ndarra
 
 
 def look_inside(model, image, target: int | None = None, config: InsideConfig | None = None) -> InsideView:
-    """What `model` (a PyTorch Classifier) makes of one preprocessed 28×28 digit (floats in [0, 1]): each
-    convolution block's and pooling step's output as tiles, the scores, and the saliency of class `target`
-    (default: the predicted class). Raises NoLayersError for an ONNX model or an ensemble."""
+    """What `model` (a PyTorch Classifier, or a reader behind a detector) makes of one preprocessed 28×28 digit
+    (floats in [0, 1]): each convolution block's and pooling step's output as tiles (a gated model's reader's),
+    the scores, and the saliency of class `target` (default: the predicted class), both of the whole model.
+    Raises NoLayersError for an ONNX model or an ensemble."""
     config = config or InsideConfig()
     steps = layers_to_show(model)
     pixels = as_pixels(image)
@@ -191,8 +196,9 @@ def look_inside(model, image, target: int | None = None, config: InsideConfig | 
     # On the BatchNorm-folded copy predict runs: the same function, without BatchNorm's passes forward and back.
     saliency = integrated_gradients(inference_network(model), pixels[0, 0], target=target, steps=config.saliency_steps)
     probabilities = softmax(logits, model.config.temperature).astype(np.float32)
+    shown = model.members[0] if isinstance(model, Gated) else model
     return InsideView(
-        model.config.arch,
+        shown.config.arch,
         pixels[0, 0].numpy(),
         layers,
         list(model.config.class_names),
