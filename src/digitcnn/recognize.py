@@ -106,12 +106,12 @@ def read_chunk(model, sources: list, names: list, keep_originals: bool, config: 
         except ImageError as error:
             reading.error, reading.failure = str(error), error
         readings.append(reading)
-    logits = predict_logits(model, np.stack(inputs)) if inputs else np.zeros((0, model.config.num_classes))
     wholes = {index: image for index, image in wholes.items() if image is not None}
-    whole_scores = {}
-    if wholes:
-        scores = calibrated(predict_logits(model, np.stack(list(wholes.values()))), model)[:, -1]
-        whole_scores = dict(zip(wholes, scores.tolist(), strict=True))
+    # One pass for the crops and the whole images: a lone small digit's read time is mostly per-call overhead.
+    batch = inputs + list(wholes.values())
+    logits = predict_logits(model, np.stack(batch)) if batch else np.zeros((0, model.config.num_classes))
+    logits, whole_logits = logits[: len(inputs)], logits[len(inputs) :]
+    whole_scores = dict(zip(wholes, calibrated(whole_logits, model)[:, -1].tolist(), strict=True))
     start = 0
     for index, reading in enumerate(readings):
         if reading.layout is not None:
