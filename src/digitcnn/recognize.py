@@ -107,7 +107,7 @@ def read_chunk(model, sources: list, names: list, keep_originals: bool, config: 
             reading.error, reading.failure = str(error), error
         readings.append(reading)
     wholes = {index: image for index, image in wholes.items() if image is not None}
-    # One pass for the crops and the whole images: a lone small digit's read time is mostly per-call overhead.
+    # The crops and the whole images in one pass of the model: for a few images, a pass costs mostly its overhead.
     batch = inputs + list(wholes.values())
     logits = predict_logits(model, np.stack(batch)) if batch else np.zeros((0, model.config.num_classes))
     logits, whole_logits = logits[: len(inputs)], logits[len(inputs) :]
