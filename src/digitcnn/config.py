@@ -141,9 +141,9 @@ class TrainConfig:
         "on CPUs with native bfloat16; others emulate it, benchmarks.levers)",
     )
     seed: int = knob(0, "seeds the weights, data order, augmentation and dropout")
-    # Off by default until benchmarks.not_a_digit meets its goals: on fast it cost test accuracy (99.49% ->
-    # 99.17-99.30%), flagged held-out letter and symbol families 78-90% of the time (goal 90%) and 18% of
-    # eroded-stroke digits (goal 1%); benchmarks/results/not_a_digit-fast-v*.json.
+    # Off by default until benchmarks.not_a_digit meets its goals (benchmarks/README.md, "Not a digit"): the best
+    # detectors so far still flag fewer than 90% of some held-out families, and cost eroded-stroke digits more
+    # than the point allowed.
     reject: bool = knob(
         False,
         'digit data only: an 11th output, "not a digit", learned from generated non-digits '
