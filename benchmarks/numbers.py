@@ -38,6 +38,7 @@ from digitcnn.images import load_image
 from digitcnn.preprocess import preprocess
 from digitcnn.recognize import STRIP_READER, read_images
 from digitcnn.segment import DEFAULTS, SegmentConfig
+from digitcnn.strip_training import scaled_digit
 from digitcnn.strokes import label_components
 
 SPACINGS = {"wide gaps": (6, 12), "tight gaps": (1, 3), "touching": (0, 0), "overlapping 1-3 px": (-3, -1)}
@@ -50,13 +51,9 @@ def compose(digits: list[np.ndarray], spacing: tuple[int, int], rng) -> np.ndarr
     """Digits (28x28 uint8, bright ink) side by side on one dark strip, as float ink in [0, 1]."""
     placed = []  # (image, top)
     for digit in digits:
-        scale = rng.uniform(SMALLEST_SCALE, 1.0)
-        columns = np.flatnonzero(digit.max(axis=0) > 0)
-        cropped = digit[:, columns[0] : columns[-1] + 1]
-        size = (max(1, round(cropped.shape[1] * scale)), max(1, round(28 * scale)))
-        image = np.asarray(Image.fromarray(cropped).resize(size, Image.Resampling.BILINEAR), dtype=np.float32) / 255
+        image = scaled_digit(digit, rng.uniform(SMALLEST_SCALE, 1.0))
         jitter = int(rng.integers(-BASELINE_JITTER, BASELINE_JITTER + 1))
-        top = 2 + BASELINE_JITTER + round((28 - size[1]) / 2) + jitter
+        top = 2 + BASELINE_JITTER + round((28 - image.shape[0]) / 2) + jitter
         placed.append((image, top))
     height = 32 + 2 * BASELINE_JITTER
     lefts = [0]

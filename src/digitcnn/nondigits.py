@@ -468,17 +468,10 @@ def rendered_digits(count: int, digits: np.ndarray, labels: np.ndarray, seed: in
 def touching_number(rng, digits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Two or three training digits touching or overlapping by up to 3 px (at MNIST's scale), 2-5x MNIST's size,
     dark on light paper with noise, as a uint8 picture; and their labels, left to right."""
-    from .strip_training import digits_in_a_row  # how the strip reader's training numbers are laid out
+    from .strip_training import digits_in_a_row, scaled_digit  # as the strip reader's training numbers are made
 
     chosen = rng.integers(len(digits), size=int(rng.integers(2, 4)))
-    placed = []
-    for index in chosen:
-        columns = np.flatnonzero(digits[index].max(axis=0) > 0)
-        digit = digits[index][:, columns[0] : columns[-1] + 1]
-        scale = rng.uniform(0.85, 1.05)
-        size = (max(1, round(digit.shape[1] * scale)), max(1, round(28 * scale)))
-        image = np.asarray(Image.fromarray(digit).resize(size, Image.Resampling.BILINEAR), np.float32) / 255
-        placed.append((image, 7 + int(rng.integers(-2, 3))))
+    placed = [(scaled_digit(digits[index], rng.uniform(0.85, 1.05)), 7 + int(rng.integers(-2, 3))) for index in chosen]
     row = digits_in_a_row(placed, [int(rng.integers(-3, 1)) for _ in placed[1:]])
     strip = np.pad(row, ((0, 40 - row.shape[0]), (4, 4)))  # 40 rows: the tallest digit (29) from row 9 fits
     factor = rng.uniform(2, 5)

@@ -102,6 +102,15 @@ class StripReader(nn.Module):
         return self.head(features).transpose(1, 2)
 
 
+def scaled_digit(digit: np.ndarray, scale: float) -> np.ndarray:
+    """A 28x28 uint8 digit cut to its inked columns and resized by `scale` (28 * scale rows), as float ink in [0, 1]:
+    one digit of a made-up number, before `digits_in_a_row` lays them side by side."""
+    columns = np.flatnonzero(digit.max(axis=0) > 0)
+    digit = digit[:, columns[0] : columns[-1] + 1]
+    size = (max(1, round(digit.shape[1] * scale)), max(1, round(28 * scale)))
+    return np.asarray(Image.fromarray(digit).resize(size, Image.Resampling.BILINEAR), np.float32) / 255
+
+
 def digits_in_a_row(placed: list[tuple[np.ndarray, int]], spaces: list[int]) -> np.ndarray:
     """Digits (float ink, each with the row it starts at) side by side on one dark strip as tall and wide as they
     are: between neighbours' ink (columns above INK) `spaces` px, negative where they overlap."""
@@ -127,13 +136,8 @@ def synthetic_number(images: np.ndarray, labels: np.ndarray, rng, config: StripT
     kinds = rng.choice(len(weights), count - 1, p=np.array(weights) / sum(weights))
     placed = []
     for index in chosen:
-        digit = images[index]
-        columns = np.flatnonzero(digit.max(axis=0) > 0)
-        digit = digit[:, columns[0] : columns[-1] + 1]
-        scale = rng.uniform(config.smallest_scale, config.largest_scale)
-        size = (max(1, round(digit.shape[1] * scale)), max(1, round(28 * scale)))
-        image = np.asarray(Image.fromarray(digit).resize(size, Image.Resampling.BILINEAR), np.float32) / 255
-        top = config.baseline_jitter + round((28 * config.largest_scale - size[1]) / 2)
+        image = scaled_digit(images[index], rng.uniform(config.smallest_scale, config.largest_scale))
+        top = config.baseline_jitter + round((28 * config.largest_scale - image.shape[0]) / 2)
         placed.append((image, top + int(rng.integers(-config.baseline_jitter, config.baseline_jitter + 1))))
     strip = digits_in_a_row(placed, [int(rng.integers(low[kind], high[kind] + 1)) for kind in kinds])
     factor = rng.uniform(*config.enlarge)
