@@ -165,7 +165,6 @@ def take_digits(
     threshold = getattr(model.config, "not_a_digit_threshold", None)  # a model with the "not a digit" output
     not_a_digit = probabilities[:, -1] if threshold is not None else None
     searched = lines = best_digits(layout, logits, config, not_a_digit)
-    searched_probabilities = probabilities
     if config.read_blobs and (read_strips := strip_reader()) is not None:
 
         def classify(crops: list[np.ndarray]) -> np.ndarray:
@@ -176,14 +175,14 @@ def take_digits(
     # An image is digits when either reading of it reads as digits: the search's cuts of a touching number look
     # like the cut digits the "not a digit" output flags, while the strip reader's crops of it are digits with a
     # neighbour's edge, which it learns to accept (nondigits.blob_digits). A non-digit is answered with the
-    # search's reading and its score.
+    # search's reading and its score (the reread only adds rows: the search's digits keep theirs).
     score, is_a_digit = None, True
     searched_digits = [index for line in searched for index in line]
     if threshold is not None and searched_digits and chosen:
-        score = image_score(searched_probabilities[searched_digits, -1], whole_score)
+        score = image_score(probabilities[searched_digits, -1], whole_score)
         is_a_digit = min(score, image_score(probabilities[chosen, -1], whole_score)) < threshold
         if not is_a_digit:
-            lines, probabilities, chosen = searched, searched_probabilities, searched_digits
+            lines, chosen = searched, searched_digits
     if not chosen:
         reading.error, reading.failure = "no digit found", NoDigitError("no digit found")
         return
