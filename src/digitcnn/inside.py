@@ -87,16 +87,20 @@ class InsideView:
         }
 
 
+def network_shown(model):
+    """The network whose layers the view shows: the model, or a gated model's reader (its detector only judges
+    whether the image is a digit at all)."""
+    return model.members[0] if isinstance(model, Gated) else model
+
+
 def layers_to_show(model) -> list[Step]:
-    """The convolution blocks and pooling steps of a model's body, in the order they run; of a gated model, its
-    reader's."""
+    """The convolution blocks and pooling steps of a model's body (`network_shown`'s), in the order they run."""
     if not is_torch_model(model):
         raise NoLayersError(
             "an exported ONNX model runs in onnxruntime and has no layers to show: "
             "look inside its run folder or .safetensors file instead"
         )
-    if isinstance(model, Gated):  # the reader's layers: the detector only judges whether the image is a digit
-        return layers_to_show(model.members[0])
+    model = network_shown(model)
     if isinstance(model, Ensemble):
         raise NoLayersError(
             f"an ensemble of {len(model.members)} networks has no one set of layers to show: "
@@ -196,9 +200,8 @@ def look_inside(model, image, target: int | None = None, config: InsideConfig | 
     # On the BatchNorm-folded copy predict runs: the same function, without BatchNorm's passes forward and back.
     saliency = integrated_gradients(inference_network(model), pixels[0, 0], target=target, steps=config.saliency_steps)
     probabilities = softmax(logits, model.config.temperature).astype(np.float32)
-    shown = model.members[0] if isinstance(model, Gated) else model
     return InsideView(
-        shown.config.arch,
+        network_shown(model).config.arch,
         pixels[0, 0].numpy(),
         layers,
         list(model.config.class_names),
