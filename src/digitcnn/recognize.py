@@ -17,7 +17,7 @@ from .images import load_image, normalize_mode
 from .inference import load_model, predict_logits
 from .metrics import softmax
 from .preprocess import frame_digit, preprocess
-from .rejection import NOT_A_DIGIT, digit_probabilities, rejects
+from .rejection import NOT_A_DIGIT, REJECT, RejectConfig, digit_probabilities, rejects
 from .search import DIGITS, best_digits
 from .segment import DEFAULTS, Layout, SegmentConfig, cut_unsure, lay_out
 from .strips import OnnxStripReader, reread_blobs
@@ -206,15 +206,17 @@ def take_digits(
         say_not_a_digit(reading, score)
 
 
-def image_score(scores: np.ndarray, whole_score: float | None) -> float:
-    """The "not a digit" probability of a whole image from those of the digits one reading of it chose. One
-    digit: its own, or the image's read whole as one digit if higher (the search may have kept one digit-like
-    stroke of a scribble and left the rest out). Several: their mean (a scribble cut in pieces reads as digits
-    each somewhat unlike one; each digit of a number is clearly one). Chosen on the generator's own non-digits and
-    validation digits and numbers (benchmarks/README.md), never on the held-out families."""
+def image_score(scores: np.ndarray, whole_score: float | None, reject: RejectConfig = REJECT) -> float:
+    """The "not a digit" score of a whole image, on the scale of the model's threshold, from the probabilities
+    of the digits one reading of it chose. One digit: its own, or the image's read whole as one digit if higher
+    (the search may have kept one digit-like stroke of a scribble and left the rest out). Several: their mean,
+    over the share of the threshold it must reach (`RejectConfig.several_digits_share`: a scribble cut in pieces
+    reads as digits each somewhat unlike one; each digit of a number is clearly one), at most 1. Chosen on the
+    generator's own non-digits and validation digits and numbers (benchmarks/README.md), never on the held-out
+    families."""
     if len(scores) == 1:
         return max(float(scores[0]), whole_score if whole_score is not None else 0.0)
-    return float(np.mean(scores))
+    return min(1.0, float(np.mean(scores)) / reject.several_digits_share)
 
 
 def say_not_a_digit(reading: Reading, score: float) -> None:
