@@ -18,6 +18,7 @@ from PIL import Image
 from digitcnn import load_model, read
 from digitcnn.cli import main
 from digitcnn.recognize import read_images
+from digitcnn.rejection import NOT_A_DIGIT
 from digitcnn.segment import DEFAULTS
 from digitcnn.serve import create_app
 from digitcnn.strokes import label_components
@@ -243,9 +244,15 @@ class SevensAreNotDigits(torch.nn.Module):
 
 def test_a_model_that_says_not_a_digit_drives_the_search_and_marks_the_digit(mnist):
     _, (x_test, y_test) = mnist
-    indices = [2, 0, 5]  # 1, 7, 1
-    assert "".join(str(label) for label in y_test[indices]) == "171"
-    answer = read(number_png(x_test, indices, "wide gaps"), model=SevensAreNotDigits(load_model()))
-    assert answer["text"] == "11" and [digit["label"] for digit in answer["digits"]] == [1, None, 1]
-    assert answer["digits"][1]["not_a_digit"] > 0.5 and answer["digits"][1]["unsure"] and answer["unsure"]
+    indices = [2, 5, 0, 14, 29]  # 1, 1, 7, 1, 1
+    assert "".join(str(label) for label in y_test[indices]) == "11711"
+    model = SevensAreNotDigits(load_model())
+    answer = read(number_png(x_test, indices, "wide gaps"), model=model)
+    assert answer["text"] == "1111" and [digit["label"] for digit in answer["digits"]] == [1, 1, None, 1, 1]
+    assert answer["digits"][2]["not_a_digit"] > 0.5 and answer["digits"][2]["unsure"] and answer["unsure"]
     assert answer["digits"][0]["not_a_digit"] < 0.5
+    # One mark in three is too many for a number: the mean of the scores reaches the several-digit bar
+    # (RejectConfig.several_digits_share of the threshold), and the whole image is not a digit.
+    indices = [2, 0, 5]  # 1, 7, 1
+    answer = read(number_png(x_test, indices, "wide gaps"), model=model)
+    assert answer["error"] == NOT_A_DIGIT and answer["text"] == "" and answer["not_a_digit"] >= 0.5
