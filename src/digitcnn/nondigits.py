@@ -18,7 +18,7 @@ from .files import atomic_path
 from .preprocess import normalize_strokes, place_in_frame, preprocess
 
 CANVAS = 128  # pixels each non-digit is drawn on: large enough that a 1-MNIST-pixel pen is several pixels wide
-GENERATOR_VERSION = 4  # part of the cache's file name: bump it whenever a non-digit drawing below changes
+GENERATOR_VERSION = 5  # part of the cache's file name: bump it whenever a non-digit drawing below changes
 RENDER_VERSION = 7  # the same for the rendered digits, so a change to them does not remake the non-digits
 BLOB_VERSION = 2  # the same for the digits cropped out of touching numbers
 # Characters that are, or are often written like, a digit: O o Q D and 0, I l i j | ! and 1, Z z and 2, S s and 5,
@@ -37,16 +37,16 @@ FONT_SIZE = 80  # points; a glyph's ink is then 40-100 px on the canvas
 
 # Share of each family in a pool, chosen on the validation split (benchmarks/not_a_digit.py reads each).
 FAMILY_WEIGHTS = {
-    "scribble": 0.14,
+    "scribble": 0.18,
     "dash": 0.05,
     "shape": 0.10,
-    "outline": 0.08,
-    "letter": 0.22,
+    "outline": 0.06,
+    "letter": 0.18,
     "cut digit": 0.14,
     "digits side by side": 0.17,
-    "blob": 0.06,
+    "blob": 0.04,
     "texture": 0.04,
-    "doodle": 0.14,
+    "doodle": 0.20,
     "cut non-digit": 0.12,
 }
 
