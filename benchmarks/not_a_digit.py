@@ -5,6 +5,8 @@ through the same `read_images` as `digitcnn predict` (load_image -> preprocess -
 Held out (never drawn by the generator that trains the "not a digit" output, nondigits.py):
 - letters in fonts never used in training: matplotlib's STIX and Computer Modern (training uses DejaVu only);
 - hand-drawn symbols: arrows, stars, check marks, hearts, smileys, spirals, lightning bolts, houses, envelopes;
+Never trained but read on the validation split too, as the held-out symbols' stand-in: pictograms (trees, suns,
+fish, keys, cups, boats, flowers) drawn as they are.
 Held-out digits, family trained: MNIST *test* digits side by side (2-4, as the numbers issue photographs them)
 and cut in half. Held-in: the generator's own families at a seed training never uses.
 Digits: MNIST's test set as the model sees it (no file), and the `benchmarks.user_style` renders of test digits.
@@ -99,14 +101,67 @@ def polyline_symbol(name: str, rng: np.random.Generator) -> list[list[tuple[floa
         return [[(0.2, 0.45), (0.2, 0.95), (0.8, 0.95), (0.8, 0.45), (0.2, 0.45), (0.5, 0.1), (0.8, 0.45)]]
     if name == "envelope":
         return [[(0.08, 0.25), (0.92, 0.25), (0.92, 0.8), (0.08, 0.8), (0.08, 0.25), (0.5, 0.55), (0.92, 0.25)]]
+    return pictogram(name)
+
+
+def circle(centre: tuple[float, float], radius: float, points: int = 30) -> list[tuple[float, float]]:
+    t = np.linspace(0, 2 * np.pi, points)
+    return list(zip(centre[0] + radius * np.cos(t), centre[1] + radius * np.sin(t), strict=True))
+
+
+def pictogram(name: str) -> list[list[tuple[float, float]]]:
+    """The strokes of a pictogram, drawn as the hand-drawn symbols are: the validation split's stand-in for them."""
+    if name == "tree":
+        return [
+            [(0.5, 0.05), (0.15, 0.7), (0.85, 0.7), (0.5, 0.05)],
+            [(0.45, 0.7), (0.45, 0.95), (0.55, 0.95), (0.55, 0.7)],
+        ]
+    if name == "sun":
+        rays = [(np.cos(a), np.sin(a)) for a in np.linspace(0, 2 * np.pi, 8, endpoint=False)]
+        return [
+            circle((0.5, 0.5), 0.2),
+            *[[(0.5 + 0.28 * x, 0.5 + 0.28 * y), (0.5 + 0.45 * x, 0.5 + 0.45 * y)] for x, y in rays],
+        ]
+    if name == "fish":
+        t = np.linspace(0, 2 * np.pi, 30)
+        body = list(zip(0.42 + 0.3 * np.cos(t), 0.5 + 0.17 * np.sin(t), strict=True))
+        return [body, [(0.72, 0.5), (0.95, 0.3), (0.95, 0.7), (0.72, 0.5)], [(0.25, 0.45), (0.26, 0.46)]]
+    if name == "key":
+        return [
+            circle((0.22, 0.5), 0.15),
+            [(0.37, 0.5), (0.92, 0.5)],
+            [(0.8, 0.5), (0.8, 0.62)],
+            [(0.9, 0.5), (0.9, 0.62)],
+        ]
+    if name == "cup":
+        handle = np.linspace(-np.pi / 2, np.pi / 2, 12)
+        return [
+            [(0.2, 0.2), (0.25, 0.85), (0.65, 0.85), (0.7, 0.2)],
+            list(zip(0.68 + 0.15 * np.cos(handle), 0.5 + 0.15 * np.sin(handle), strict=True)),
+        ]
+    if name == "boat":
+        return [
+            [(0.1, 0.65), (0.9, 0.65), (0.75, 0.85), (0.25, 0.85), (0.1, 0.65)],
+            [(0.5, 0.65), (0.5, 0.1)],
+            [(0.5, 0.12), (0.8, 0.55), (0.5, 0.55)],
+        ]
+    if name == "flower":
+        petals = [
+            circle((0.5 + 0.18 * np.cos(a), 0.35 + 0.18 * np.sin(a)), 0.09, 16)
+            for a in np.linspace(0, 2 * np.pi, 5, endpoint=False)
+        ]
+        return [circle((0.5, 0.35), 0.08, 16), *petals, [(0.5, 0.55), (0.5, 0.97)], [(0.5, 0.8), (0.7, 0.7)]]
     raise ValueError(name)
 
 
 SYMBOLS = ("arrow", "star", "check mark", "heart", "smiley", "spiral", "lightning bolt", "house", "envelope")
+# Never drawn by the generator that trains and never the held-out symbols: read on the validation split, so a
+# change to the training data can be judged on drawings it was not shown (its own families no longer tell).
+PICTOGRAMS = ("tree", "sun", "fish", "key", "cup", "boat", "flower")
 
 
-def hand_drawn_symbol(rng: np.random.Generator) -> np.ndarray:
-    name = SYMBOLS[rng.integers(len(SYMBOLS))]
+def hand_drawn_symbol(rng: np.random.Generator, names: tuple[str, ...] = SYMBOLS) -> np.ndarray:
+    name = names[rng.integers(len(names))]
     strokes = polyline_symbol(name, rng)
     # Arrows point anywhere; the others are drawn upright, give or take.
     angle = rng.uniform(0, 2 * np.pi) if name == "arrow" else rng.normal(0, 0.2)
@@ -151,7 +206,8 @@ def digits_side_by_side(rng, digits) -> np.ndarray:
 
 
 def families(x_test, y_test) -> dict:
-    """name -> (held out?, a function of a random generator that draws one ink image)."""
+    """name -> (held out? True: read on the test split only; "validation": never trained, read on both; "digits";
+    False: the generator's own), and a function of a random generator that draws one ink image."""
     held_in = {name: FAMILIES[name] for name in ("scribble", "dash", "shape", "outline", "letter", "blob", "doodle")}
     return {
         "letters, held-out fonts (STIX, Computer Modern)": (True, held_out_letter),
@@ -163,6 +219,11 @@ def families(x_test, y_test) -> dict:
             f"generator: {name}": (False, lambda rng, draw=draw: draw(rng, x_test, y_test))
             for name, draw in held_in.items()
         },
+        # Last, so the families above keep their seeds (each family's generator is seeded by its place).
+        "pictograms, never trained (trees, suns, fish, ...)": (
+            "validation",
+            lambda rng: hand_drawn_symbol(rng, PICTOGRAMS),
+        ),
     }
 
 
