@@ -18,7 +18,7 @@ from .files import atomic_path
 from .preprocess import normalize_strokes, place_in_frame, preprocess
 
 CANVAS = 128  # pixels each non-digit is drawn on: large enough that a 1-MNIST-pixel pen is several pixels wide
-GENERATOR_VERSION = 5  # part of the cache's file name: bump it whenever a non-digit drawing below changes
+GENERATOR_VERSION = 5  # part of the cache's file name: bump it whenever a drawing below or their mix changes
 RENDER_VERSION = 7  # the same for the rendered digits, so a change to them does not remake the non-digits
 BLOB_VERSION = 2  # the same for the digits cropped out of touching numbers
 # Characters that are, or are often written like, a digit: O o Q D and 0, I l i j | ! and 1, Z z and 2, S s and 5,
