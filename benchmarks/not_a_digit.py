@@ -69,6 +69,11 @@ def page(ink: np.ndarray, rng: np.random.Generator) -> bytes:
     return buffer.getvalue()
 
 
+def ellipse(centre: tuple[float, float], radii: tuple[float, float], points: int = 30) -> list[tuple[float, float]]:
+    t = np.linspace(0, 2 * np.pi, points)
+    return list(zip(centre[0] + radii[0] * np.cos(t), centre[1] + radii[1] * np.sin(t), strict=True))
+
+
 def polyline_symbol(name: str, rng: np.random.Generator) -> list[list[tuple[float, float]]]:
     """The strokes of a hand-drawn symbol in unit coordinates, before jitter."""
     if name == "arrow":
@@ -83,10 +88,9 @@ def polyline_symbol(name: str, rng: np.random.Generator) -> list[list[tuple[floa
         x, y = 16 * np.sin(t) ** 3, 13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t)
         return [list(zip(0.5 + x / 36, 0.45 - y / 36, strict=True))]
     if name == "smiley":
-        t = np.linspace(0, 2 * np.pi, 40)
         mouth = np.linspace(0.2 * np.pi, 0.8 * np.pi, 12)
         return [
-            list(zip(0.5 + 0.42 * np.cos(t), 0.5 + 0.42 * np.sin(t), strict=True)),
+            ellipse((0.5, 0.5), (0.42, 0.42), 40),
             [(0.36, 0.38), (0.37, 0.39)],
             [(0.63, 0.38), (0.64, 0.39)],
             list(zip(0.5 + 0.22 * np.cos(mouth), 0.52 + 0.18 * np.sin(mouth), strict=True)),
@@ -104,11 +108,6 @@ def polyline_symbol(name: str, rng: np.random.Generator) -> list[list[tuple[floa
     return pictogram(name)
 
 
-def circle(centre: tuple[float, float], radius: float, points: int = 30) -> list[tuple[float, float]]:
-    t = np.linspace(0, 2 * np.pi, points)
-    return list(zip(centre[0] + radius * np.cos(t), centre[1] + radius * np.sin(t), strict=True))
-
-
 def pictogram(name: str) -> list[list[tuple[float, float]]]:
     """The strokes of a pictogram, drawn as the hand-drawn symbols are: the validation split's stand-in for them."""
     if name == "tree":
@@ -119,16 +118,18 @@ def pictogram(name: str) -> list[list[tuple[float, float]]]:
     if name == "sun":
         rays = [(np.cos(a), np.sin(a)) for a in np.linspace(0, 2 * np.pi, 8, endpoint=False)]
         return [
-            circle((0.5, 0.5), 0.2),
+            ellipse((0.5, 0.5), (0.2, 0.2)),
             *[[(0.5 + 0.28 * x, 0.5 + 0.28 * y), (0.5 + 0.45 * x, 0.5 + 0.45 * y)] for x, y in rays],
         ]
     if name == "fish":
-        t = np.linspace(0, 2 * np.pi, 30)
-        body = list(zip(0.42 + 0.3 * np.cos(t), 0.5 + 0.17 * np.sin(t), strict=True))
-        return [body, [(0.72, 0.5), (0.95, 0.3), (0.95, 0.7), (0.72, 0.5)], [(0.25, 0.45), (0.26, 0.46)]]
+        return [
+            ellipse((0.42, 0.5), (0.3, 0.17)),
+            [(0.72, 0.5), (0.95, 0.3), (0.95, 0.7), (0.72, 0.5)],
+            [(0.25, 0.45), (0.26, 0.46)],
+        ]
     if name == "key":
         return [
-            circle((0.22, 0.5), 0.15),
+            ellipse((0.22, 0.5), (0.15, 0.15)),
             [(0.37, 0.5), (0.92, 0.5)],
             [(0.8, 0.5), (0.8, 0.62)],
             [(0.9, 0.5), (0.9, 0.62)],
@@ -147,10 +148,10 @@ def pictogram(name: str) -> list[list[tuple[float, float]]]:
         ]
     if name == "flower":
         petals = [
-            circle((0.5 + 0.18 * np.cos(a), 0.35 + 0.18 * np.sin(a)), 0.09, 16)
+            ellipse((0.5 + 0.18 * np.cos(a), 0.35 + 0.18 * np.sin(a)), (0.09, 0.09), 16)
             for a in np.linspace(0, 2 * np.pi, 5, endpoint=False)
         ]
-        return [circle((0.5, 0.35), 0.08, 16), *petals, [(0.5, 0.55), (0.5, 0.97)], [(0.5, 0.8), (0.7, 0.7)]]
+        return [ellipse((0.5, 0.35), (0.08, 0.08), 16), *petals, [(0.5, 0.55), (0.5, 0.97)], [(0.5, 0.8), (0.7, 0.7)]]
     raise ValueError(name)
 
 
