@@ -33,7 +33,7 @@ from digitcnn import load_data, load_model, predict
 from digitcnn.config import DataConfig
 from digitcnn.nondigits import CANVAS, FAMILIES, FONT_FOLDER, LATIN, glyph
 from digitcnn.recognize import read_images
-from digitcnn.rejection import NOT_A_DIGIT, flagged, rejects
+from digitcnn.rejection import NOT_A_DIGIT, REJECT, flagged, rejects
 from digitcnn.report import validation_slice
 from digitcnn.segment import DEFAULTS, SegmentConfig
 
@@ -324,6 +324,7 @@ def main() -> None:
         "benchmark": "not a digit: non-digits flagged, digits flagged",
         "model": str(arguments.model or "shipped"),
         "not_a_digit_threshold": getattr(model.config, "not_a_digit_threshold", None),
+        "several_digits_share": REJECT.several_digits_share,
         "temperature": model.config.temperature,
         "seed": arguments.seed,
         "split": arguments.split,

@@ -37,6 +37,7 @@ from digitcnn.files import file_sha256
 from digitcnn.images import load_image
 from digitcnn.preprocess import preprocess
 from digitcnn.recognize import STRIP_READER, read_images
+from digitcnn.rejection import REJECT
 from digitcnn.segment import DEFAULTS, SegmentConfig
 from digitcnn.strip_training import scaled_digit
 from digitcnn.strokes import label_components
@@ -284,6 +285,7 @@ def main() -> None:
         "seed": arguments.seed,
         "strip_reader": strips,  # the shipped reader's sha256, first 12 digits; None: --no-strips
         "knobs": knobs,
+        "several_digits_share": REJECT.several_digits_share,  # a model with the "not a digit" output judges by it
         "numbers": numbers_table(model, images, labels, count, rng, config),
         "single_digits": singles_table(model, images[:singles], labels[:singles], rng, config),
         "timings": timings(model, images, labels, rng, 2 if arguments.tiny else arguments.repeats, config),
