@@ -39,7 +39,7 @@ class RejectConfig:
     # this share of the threshold: each digit of a number is clearly one, while the digit-like pieces the search
     # cuts a non-digit into each score lower than its whole would. At 0.6 (0.3 for a threshold of 0.5) gated-avg-v8
     # read every validation number as at 1 and flagged up to 10 points more of each generated family; at 0.5 the
-    # averaged detectors read the same validation numbers and flag 1-2 points more pictograms, letters and outlines;
+    # averaged detectors read the same validation numbers and flag 1-2 points more pictograms, letters and doodles;
     # below it, overlapping numbers start to pay (benchmarks/README.md).
     several_digits_share: float = 0.5
     seed: int = 0  # of the validation non-digits (the training ones take the run's seed)
