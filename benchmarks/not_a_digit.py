@@ -69,8 +69,14 @@ def page(ink: np.ndarray, rng: np.random.Generator) -> bytes:
     return buffer.getvalue()
 
 
-def ellipse(centre: tuple[float, float], radii: tuple[float, float], points: int = 30) -> list[tuple[float, float]]:
-    t = np.linspace(0, 2 * np.pi, points)
+def ellipse(
+    centre: tuple[float, float],
+    radii: tuple[float, float],
+    points: int = 30,
+    turn: tuple[float, float] = (0, 2 * np.pi),
+) -> list[tuple[float, float]]:
+    """Points along an ellipse, or along the arc of it from turn[0] to turn[1] (radians)."""
+    t = np.linspace(*turn, points)
     return list(zip(centre[0] + radii[0] * np.cos(t), centre[1] + radii[1] * np.sin(t), strict=True))
 
 
@@ -88,12 +94,11 @@ def polyline_symbol(name: str, rng: np.random.Generator) -> list[list[tuple[floa
         x, y = 16 * np.sin(t) ** 3, 13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t)
         return [list(zip(0.5 + x / 36, 0.45 - y / 36, strict=True))]
     if name == "smiley":
-        mouth = np.linspace(0.2 * np.pi, 0.8 * np.pi, 12)
         return [
             ellipse((0.5, 0.5), (0.42, 0.42), 40),
             [(0.36, 0.38), (0.37, 0.39)],
             [(0.63, 0.38), (0.64, 0.39)],
-            list(zip(0.5 + 0.22 * np.cos(mouth), 0.52 + 0.18 * np.sin(mouth), strict=True)),
+            ellipse((0.5, 0.52), (0.22, 0.18), 12, (0.2 * np.pi, 0.8 * np.pi)),
         ]
     if name == "spiral":
         t = np.linspace(0, rng.uniform(4, 6) * np.pi, 60)
@@ -135,10 +140,9 @@ def pictogram(name: str) -> list[list[tuple[float, float]]]:
             [(0.9, 0.5), (0.9, 0.62)],
         ]
     if name == "cup":
-        handle = np.linspace(-np.pi / 2, np.pi / 2, 12)
         return [
             [(0.2, 0.2), (0.25, 0.85), (0.65, 0.85), (0.7, 0.2)],
-            list(zip(0.68 + 0.15 * np.cos(handle), 0.5 + 0.15 * np.sin(handle), strict=True)),
+            ellipse((0.68, 0.5), (0.15, 0.15), 12, (-np.pi / 2, np.pi / 2)),
         ]
     if name == "boat":
         return [
