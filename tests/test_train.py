@@ -9,12 +9,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from digitcnn.config import recipe
+from digitcnn.config import read_run_config, recipe
 from digitcnn.data import to_categorical
 from digitcnn.inference import evaluate, load_model, predict
 from digitcnn.models import build_model
 from digitcnn.runs import CHECKPOINT_FILE, WEIGHTS_FILE, load_checkpoint, read_history, save_model
-from digitcnn.train import fit, learning_rate_at
+from digitcnn.train import fit, learning_rate_at, resolved_precision
 from tests.conftest import run_cli
 
 
@@ -84,6 +84,22 @@ def test_bfloat16_training_learns_as_well_and_only_the_forward_pass_changes(mnis
     assert not all(torch.equal(value, float32_weights[name]) for name, value in bf16_weights.items())
     accuracies = {name: evaluate(model, x_test[:2000], y_test[:2000]).accuracy for name, model in trained.items()}
     assert accuracies["bfloat16"] > 0.9 and abs(accuracies["bfloat16"] - accuracies["float32"]) < 0.02
+
+
+def test_the_default_recipe_trains_in_bfloat16_where_the_cpu_has_it_and_the_run_records_which(mnist, tmp_path):
+    (x_train, y_train), _ = mnist
+    assert recipe("fast").precision == "auto" and recipe("best").precision == "float32"
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert resolved_precision("auto", torch.device("cpu")) == ("bfloat16" if native else "float32")
+    assert resolved_precision("auto", torch.device("meta")) == "float32"  # a device never measured: float32
+    for asked, recorded in (("auto", "bfloat16" if native else "float32"), ("float32", "float32")):
+        run = tmp_path / asked
+        fit(build_model("fast"), x_train[:600], y_train[:600], epochs=1, precision=asked, run_dir=run, verbose=False)
+        assert read_run_config(run).train.precision == recorded
+        # "auto" resumes a run it made on this machine: the resolved choice is what the checkpoint holds.
+        resumed = fit(build_model("fast"), x_train[:600], y_train[:600], epochs=1, precision=asked, run_dir=run,
+                      resume=True, verbose=False)  # fmt: skip
+        assert resumed.epoch == [1]
 
 
 def test_an_unknown_precision_optimizer_or_schedule_is_a_one_line_error():
