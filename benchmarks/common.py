@@ -21,6 +21,8 @@ def machine() -> dict:
         "cpu": cpu,
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        # "auto" precision trains in bfloat16 on such a CPU (train.resolved_precision): timings differ by it
+        "native_bfloat16": torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported(),
         "torch": torch.__version__,
         "python": sys.version.split()[0],
     }

@@ -317,7 +317,7 @@ def train_epoch(
 
 
 def resolved_precision(precision: str, device: torch.device) -> str:
-    """"auto" as this device trains: bfloat16 on a CPU with native bfloat16 arithmetic (AVX512-BF16 or AMX),
+    """ "auto" as this device trains: bfloat16 on a CPU with native bfloat16 arithmetic (AVX512-BF16 or AMX),
     where it is faster; float32 elsewhere (emulated bfloat16 is slower, and GPUs were not measured)."""
     if precision != "auto":
         return precision
