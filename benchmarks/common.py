@@ -8,6 +8,7 @@ import sys
 import torch
 
 from digitcnn.files import atomic_write
+from digitcnn.train import native_bfloat16
 
 
 def machine() -> dict:
@@ -22,7 +23,7 @@ def machine() -> dict:
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         # "auto" precision trains in bfloat16 on such a CPU (train.resolved_precision): timings differ by it
-        "native_bfloat16": torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported(),
+        "native_bfloat16": native_bfloat16(),
         "torch": torch.__version__,
         "python": sys.version.split()[0],
     }

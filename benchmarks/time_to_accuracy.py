@@ -95,7 +95,7 @@ def main() -> None:
         runs = []
         for seed in range(seeds):
             measure = (
-                functools.partial(command_run, arguments.dataset)
+                functools.partial(command_run, dataset)
                 if arguments.command
                 else functools.partial(one_run, arguments.arch)
             )

@@ -169,8 +169,8 @@ AUGMENTED = dataclasses.replace(
     translate=2.0, rotate=10.0, scale=0.1, stroke=0.5,
     ema_decay=0.999,
 )
-# The default's: 3 epochs, 1-px shifts, and bfloat16 where the CPU has it (1.7x faster on an AVX512-BF16 EPYC, the
-# same validation accuracy; benchmarks/README.md). The other recipes keep float32: their figures were made with it.
+# The default's: 3 epochs, 1-px shifts, and bfloat16 where the CPU has it (as accurate on the validation split, and
+# faster: benchmarks/README.md). The other recipes keep float32, which their published figures were made with.
 QUICK = dataclasses.replace(ONE_CYCLE, epochs=3, translate=1.0, precision="auto")
 RECIPES: dict[str, TrainConfig] = {
     "fast": QUICK,

@@ -321,8 +321,12 @@ def resolved_precision(precision: str, device: torch.device) -> str:
     where it is faster; float32 elsewhere (emulated bfloat16 is slower, and GPUs were not measured)."""
     if precision != "auto":
         return precision
-    native = device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    return "bfloat16" if native else "float32"
+    return "bfloat16" if device.type == "cpu" and native_bfloat16() else "float32"
+
+
+def native_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 itself (AVX512-BF16 or AMX) rather than emulating it."""
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
 def autocast(device: torch.device, precision: str):
