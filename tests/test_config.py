@@ -37,6 +37,12 @@ def test_recipes_are_train_configs_and_one_check_refuses_bad_values_for_the_api_
         recipe("fast", epoch=3)
     with pytest.raises(ValueError, match="limit must be at least 1"):
         dataclasses.replace(DataConfig(), limit=0)
+    # The API takes values as given: a whole-number knob refuses a float rather than failing inside training.
+    with pytest.raises(ValueError, match=r"batch_size must be a whole number, not 128.0"):
+        recipe("fast", batch_size=128.0)
+    with pytest.raises(ValueError, match=r"learning_rate must be a number, not '0.1'"):
+        recipe("fast", learning_rate="0.1")
+    assert recipe("fast", learning_rate=1).learning_rate == 1  # a whole number is a fine float
     refused = {
         "--validation-split": ("1.5", "[0, 1)"),
         "--limit": ("0", "at least 1"),

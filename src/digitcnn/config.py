@@ -5,6 +5,7 @@ read_run_config the one reader, which also reads the layout older runs wrote."""
 
 import dataclasses
 import json
+import numbers
 import typing
 from pathlib import Path
 from typing import Any, Literal
@@ -42,6 +43,13 @@ def check(config_class: type, name: str, value) -> None:
     allowed = choices(config_class, name)
     if allowed is not None and value not in allowed:
         raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
+    # The API takes values as given (the command line converts them), and a batch size of 128.0 would otherwise
+    # fail deep inside training.
+    kind = number_kind(config_class, name)
+    if kind is not None and value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
+        raise ValueError(
+            f"{name} must be {'a whole number' if kind is numbers.Integral else 'a number'}, not {value!r}"
+        )
     metadata = next(field.metadata for field in dataclasses.fields(config_class) if field.name == name)
     at_least, below = metadata.get("at_least"), metadata.get("below")
     if value is None or ((at_least is None or value >= at_least) and (below is None or value < below)):
@@ -49,6 +57,13 @@ def check(config_class: type, name: str, value) -> None:
     if below is not None:
         raise ValueError(f"{name} must be in [{at_least:g}, {below:g}), not {value}")
     raise ValueError(f"{name} must be at least {at_least}, not {value}")
+
+
+def number_kind(config_class: type, name: str) -> type | None:
+    """numbers.Integral for an int field, numbers.Real for a float one (an int is a fine float), else None."""
+    hint = typing.get_type_hints(config_class)[name]
+    kinds = {part for part in (typing.get_args(hint) or (hint,)) if part is not type(None)}
+    return {int: numbers.Integral, float: numbers.Real}.get(kinds.pop()) if len(kinds) == 1 else None
 
 
 def parse_knob(config_class: type, name: str, text: str):
