@@ -90,15 +90,13 @@ def main() -> None:
         parser.error("--dataset is for --command (in process, the benchmark trains on MNIST)")
     dataset = arguments.dataset
     trained = recipe(arguments.arch, dataset)
+    measure = (
+        functools.partial(command_run, dataset) if arguments.command else functools.partial(one_run, arguments.arch)
+    )
     rows = []
     for epochs in budgets:
         runs = []
         for seed in range(seeds):
-            measure = (
-                functools.partial(command_run, dataset)
-                if arguments.command
-                else functools.partial(one_run, arguments.arch)
-            )
             runs.append(measure(epochs, seed, limit))
             print(
                 f"{arguments.arch} {epochs or 'recipe'} epochs, seed {seed}: {runs[-1]['test_accuracy']:.4f} "

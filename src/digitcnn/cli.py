@@ -3,10 +3,9 @@
 import argparse
 import dataclasses
 import sys
-import typing
 
 from . import commands
-from .config import DataConfig, FinetuneConfig, TrainConfig, choices, parse_knob, recipe_defaults
+from .config import DataConfig, FinetuneConfig, TrainConfig, choices, parse_knob, recipe_defaults, type_hints
 from .errors import DigitcnnError
 from .model_config import ACTIVATIONS, ARCHITECTURE_NAMES
 
@@ -37,7 +36,7 @@ def add_knob(parser: argparse.ArgumentParser, config_class: type, name: str, def
     """--NAME for a config field; left out, the attribute is absent and the config's (or recipe's) default holds."""
     field = next(field for field in dataclasses.fields(config_class) if field.name == name)
     shown = "" if default is None else f" (default: {default})"
-    if typing.get_type_hints(config_class)[name] is bool:  # a switch: given, it turns the knob on
+    if type_hints(config_class)[name] is bool:  # a switch: given, it turns the knob on
         parser.add_argument(
             f"--{name.replace('_', '-')}",
             action="store_const",

@@ -4,6 +4,7 @@ builds; RunConfig holds them with what the run recorded. write_run_config is the
 read_run_config the one reader, which also reads the layout older runs wrote."""
 
 import dataclasses
+import functools
 import json
 import numbers
 import typing
@@ -32,10 +33,24 @@ def knob(default, help: str, *, at_least=None, below=None):
     return dataclasses.field(default=default, metadata={"help": help, "at_least": at_least, "below": below})
 
 
+@functools.cache
+def type_hints(config_class: type) -> dict[str, Any]:
+    """A config class's field types, resolved once: every check of every field asks for them."""
+    return typing.get_type_hints(config_class)
+
+
 def choices(config_class: type, name: str) -> tuple | None:
     """The allowed values of a Literal-typed field (None for any other field): the one list of them."""
-    hint = typing.get_type_hints(config_class)[name]
+    hint = type_hints(config_class)[name]
     return typing.get_args(hint) if typing.get_origin(hint) is Literal else None
+
+
+def value_type(config_class: type, name: str) -> type:
+    """The type of field `name`'s values: a Literal's values' type, or an optional field's type without None."""
+    hint = type_hints(config_class)[name]
+    if typing.get_origin(hint) is Literal:
+        return type(typing.get_args(hint)[0])
+    return next((part for part in typing.get_args(hint) if part is not type(None)), hint)
 
 
 def check(config_class: type, name: str, value) -> None:
@@ -45,7 +60,7 @@ def check(config_class: type, name: str, value) -> None:
         raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
     # The API takes values as given (the command line converts them), and a batch size of 128.0 would otherwise
     # fail deep inside training.
-    kind = number_kind(config_class, name)
+    kind = {int: numbers.Integral, float: numbers.Real}.get(value_type(config_class, name))  # an int is a fine float
     if kind is not None and value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
         raise ValueError(
             f"{name} must be {'a whole number' if kind is numbers.Integral else 'a number'}, not {value!r}"
@@ -59,20 +74,9 @@ def check(config_class: type, name: str, value) -> None:
     raise ValueError(f"{name} must be at least {at_least}, not {value}")
 
 
-def number_kind(config_class: type, name: str) -> type | None:
-    """numbers.Integral for an int field, numbers.Real for a float one (an int is a fine float), else None."""
-    hint = typing.get_type_hints(config_class)[name]
-    kinds = {part for part in (typing.get_args(hint) or (hint,)) if part is not type(None)}
-    return {int: numbers.Integral, float: numbers.Real}.get(kinds.pop()) if len(kinds) == 1 else None
-
-
 def parse_knob(config_class: type, name: str, text: str):
     """A command-line value for field `name`: converted to the field's type, then checked as the config checks it."""
-    hint = typing.get_type_hints(config_class)[name]
-    if typing.get_origin(hint) is Literal:
-        kind = type(typing.get_args(hint)[0])
-    else:
-        kind = next((part for part in typing.get_args(hint) if part is not type(None)), hint)
+    kind = value_type(config_class, name)
     try:
         value = kind(text)
     except ValueError:
