@@ -75,6 +75,12 @@ class SegmentConfig:
     digit_bonus: float = 0.6
     cut_cost: float = 1.0
     skip_cost: float = 3.0
+    # A digit shorter than short_digit of the tallest ink on its line pays up to short_digit_cost, in proportion to
+    # how much shorter: a number's digits stand about as tall as each other, while a stroke broken off a digit or
+    # a stray mark beside it reads as a confident "1" and, alone, is a digit it would otherwise be worth reading.
+    # Both readings of a blob pay it (strips.reread_blobs). Chosen on validation numbers and digits.
+    short_digit: float = 0.7
+    short_digit_cost: float = 3.0
 
 
 DEFAULTS = SegmentConfig()
@@ -115,6 +121,15 @@ class Layout:
     inputs: list[np.ndarray] = dataclasses.field(default_factory=list)
     boxes: list[list[int]] = dataclasses.field(default_factory=list)  # [x0, y0, x1, y1] in the original's pixels
     known: dict[tuple, int] = dataclasses.field(default_factory=dict, repr=False)  # pieces -> input index
+
+
+def short_digit_cost(box: list[int], layout: Layout, line: int, config: SegmentConfig) -> float:
+    """What a digit in `box` ([x0, y0, x1, y1], the original's pixels) on layout line `line` pays for standing
+    shorter than config.short_digit of the tallest component on that line (SegmentConfig.short_digit_cost)."""
+    components = layout.component_boxes[[piece.component - 1 for piece in layout.lines[line]]]
+    tallest = float((components[:, 1] - components[:, 0]).max()) * layout.scale[1]
+    shortfall = max(0.0, config.short_digit - (box[3] - box[1]) / tallest) / config.short_digit
+    return config.short_digit_cost * shortfall
 
 
 def working_copy(image: Image.Image, config: SegmentConfig) -> tuple[np.ndarray, tuple[float, float]]:

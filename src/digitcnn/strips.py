@@ -16,7 +16,7 @@ from PIL import Image
 
 from .onnx_model import open_session
 from .preprocess import normalize_strokes, place_in_frame
-from .segment import SegmentConfig
+from .segment import SegmentConfig, short_digit_cost
 
 STRIP_HEIGHT = 32  # rows of the reader's input
 STRIP_INK = 24  # rows the ink's box is scaled to: MNIST's 20-px digits with room for baselines that wander
@@ -124,10 +124,10 @@ def reread_blobs(
     digits took, or a whole line `doubtful_line` doubts; `read` gives each stretch's CTC log-probabilities
     (strips -> (frames, 11) each). Two readings compete: the search's digits and the strip reader's (each of its
     digits cropped where it stands and given to `classify`, crops -> probability rows as `probabilities` holds
-    them), each scored by `reading_score`. When both read one digit of the same ink, the classifier's stays: on a
-    lone digit it is the better reader. The strip reader's digits become new inputs of the layout (crop and box)
-    and new rows of `probabilities` (the strip reader's ten digits; "not a digit", if the model has it, the
-    classifier's); returns the lines and the probabilities."""
+    them), each scored by `reading_score` less its digits' `short_digit_cost`. When both read one digit of the
+    same ink, the classifier's stays: on a lone digit it is the better reader. The strip reader's digits become new
+    inputs of the layout (crop and box) and new rows of `probabilities` (the strip reader's ten digits; "not a
+    digit", if the model has it, the classifier's); returns the lines and the probabilities."""
     pieces_of = {index: layout.lines[line][first:end] for line, first, end, index in layout.candidates}
     line_of = {index: line for line, _, _, index in layout.candidates}
     groups: list[list] = []  # [line number in `lines`, first position, end position, components]
@@ -167,8 +167,12 @@ def reread_blobs(
         read_probabilities = np.stack([digit_probabilities for digit_probabilities, _, _ in split])
         read_labels = read_probabilities.argmax(axis=1)
         search_labels = probabilities[replaced, :BLANK].argmax(axis=1)
+        line = line_of[lines[number][0]]
         read_score = reading_score(log_probabilities, read_labels, classified_crops, config)
-        if read_score <= reading_score(log_probabilities, search_labels, probabilities[replaced], config):
+        read_score -= sum(short_digit_cost(box, layout, line, config) for _, box, _ in split)
+        search_score = reading_score(log_probabilities, search_labels, probabilities[replaced], config)
+        search_score -= sum(short_digit_cost(layout.boxes[index], layout, line, config) for index in replaced)
+        if read_score <= search_score:
             continue
         classified_crops = classified_crops.copy()
         classified_crops[:, :BLANK] = read_probabilities * classified_crops[:, :BLANK].sum(axis=1, keepdims=True)
