@@ -76,9 +76,9 @@ class SegmentConfig:
     cut_cost: float = 1.0
     skip_cost: float = 3.0
     # A digit shorter than short_digit of the tallest ink on its line pays up to short_digit_cost, in proportion to
-    # how much shorter: a number's digits stand about as tall as each other, while a stroke broken off a digit or
-    # a stray mark beside it reads as a confident "1" and, alone, is a digit it would otherwise be worth reading.
-    # Both readings of a blob pay it (strips.reread_blobs). Chosen on validation numbers and digits.
+    # how much shorter: a number's digits stand about as tall as each other, while a stray mark or a stroke broken
+    # off a digit reads as a confident "1" that digit_bonus would otherwise keep. Both readings of a blob pay it
+    # (strips.reread_blobs). Chosen on validation numbers and digits (benchmarks/README.md).
     short_digit: float = 0.7
     short_digit_cost: float = 3.0
 
