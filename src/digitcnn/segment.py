@@ -126,6 +126,8 @@ class Layout:
 def short_digit_cost(box: list[int], layout: Layout, line: int, config: SegmentConfig) -> float:
     """What a digit in `box` ([x0, y0, x1, y1], the original's pixels) on layout line `line` pays for standing
     shorter than config.short_digit of the tallest component on that line (SegmentConfig.short_digit_cost)."""
+    if config.short_digit <= 0:
+        return 0.0
     components = layout.component_boxes[[piece.component - 1 for piece in layout.lines[line]]]
     tallest = float((components[:, 1] - components[:, 0]).max()) * layout.scale[1]
     shortfall = max(0.0, config.short_digit - (box[3] - box[1]) / tallest) / config.short_digit
