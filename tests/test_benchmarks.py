@@ -10,11 +10,11 @@ from tests.conftest import run_benchmark, run_cli, tiny_benchmark
 
 def test_onnx_vs_torch_benchmark_measures_both_runtimes(tmp_path):
     report, result = tiny_benchmark("onnx_vs_torch", tmp_path)
-    for side in ("pytorch", "onnxruntime"):
+    for side in ("pytorch", "onnxruntime", "twin"):  # the shipped model has its twin
         figures = report[side]
         assert figures["images_per_second"] > 0 and 0 < figures["latency_p50_ms"] <= figures["latency_p99_ms"]
     assert report["export_check"]["labels_identical"] and report["export_check"]["max_abs_difference"] <= 1e-4
-    assert report["images_per_round"] == 256 and report["cores"] >= 1
+    assert report["images_per_round"] == 256 and report["cores"] >= 1 and report["throughput_ratio_twin_over_onnx"] > 0
     assert "onnxruntime" in result.stdout and "images/s" in result.stdout
 
 

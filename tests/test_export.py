@@ -14,6 +14,7 @@ from PIL import Image
 
 from digitcnn.errors import ModelError
 from digitcnn.inference import evaluate, load_model, predict, predict_logits
+from digitcnn.jobs import finish_run
 from digitcnn.onnx_model import METADATA_KEY, TOLERANCE, OnnxModel, export_onnx
 from digitcnn.runs import save_model
 from tests.conftest import run_cli
@@ -214,6 +215,36 @@ def test_a_run_folders_twin_reads_as_its_weights_do_and_only_while_they_are_its_
     save_model(retrained, other)
     assert not isinstance(load_model(other, onnx_twin=True), OnnxModel)
     assert not isinstance(load_model(other / "model.safetensors", onnx_twin=True), OnnxModel)
+
+
+def test_a_trained_run_holds_its_twin_which_predict_reads_on_every_core_for_a_large_batch(small_run, mnist, tmp_path):
+    run_dir, _ = small_run
+    twin, weights = load_model(run_dir, onnx_twin=True), load_model(run_dir)
+    assert isinstance(twin, OnnxModel) and twin.threads == 1 and twin.every_core_session is None
+    _, (x_test, _) = mnist
+    in_small_batches = predict_logits(twin, x_test[:1024], batch_size=64)  # the reading path's one thread
+    assert twin.every_core_session is None
+    np.testing.assert_allclose(predict_logits(twin, x_test[:1024]), in_small_batches, atol=TOLERANCE)
+    assert twin.every_core_session is not None or twin.cores == 1
+    np.testing.assert_allclose(in_small_batches, predict_logits(weights, x_test[:1024]), atol=TOLERANCE)
+    image = tmp_path / "digit.png"
+    Image.fromarray(255 - x_test[0]).resize((140, 140)).save(image)
+    command = f"from digitcnn.cli import main; main(['predict', '--model', {str(run_dir)!r}, {str(image)!r}])"
+    assert "torch" not in imported_after(command)
+
+
+def test_without_the_export_extra_a_run_ends_without_a_twin_and_says_why(
+    small_run, mnist, tmp_path, monkeypatch, capsys
+):
+    run = tmp_path / "run"
+    shutil.copytree(small_run[0], run)
+    (run / "model.onnx").unlink()
+    monkeypatch.setitem(sys.modules, "onnx", None)  # as if the export extra were not installed
+    _, (x_test, y_test) = mnist
+    results = finish_run(load_model(run), run, x_test[:500], y_test[:500])
+    assert results["test_accuracy"] > 0.9 and not (run / "model.onnx").exists()
+    assert "no ONNX twin written (export needs onnx: pip install 'digitcnn[export]')" in capsys.readouterr().err
+    assert not isinstance(load_model(run, onnx_twin=True), OnnxModel)
 
 
 def imported_after(code: str) -> set[str]:

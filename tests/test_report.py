@@ -12,6 +12,7 @@ from sklearn.metrics import precision_recall_fscore_support
 from digitcnn import load_model, predict
 from digitcnn.inference import predict_logits
 from digitcnn.metrics import softmax
+from digitcnn.onnx_model import OnnxModel
 from digitcnn.report import build_report, validation_slice
 from tests.conftest import run_cli
 
@@ -76,6 +77,10 @@ def test_the_fitted_temperature_lowers_validation_ece_and_predict_uses_it(report
     logits = predict_logits(before, x_test[:50])
     np.testing.assert_allclose(predict(calibrated, x_test[:50]), softmax(logits, calibration["temperature"]), atol=1e-5)
     assert not np.allclose(predict(calibrated, x_test[:50]), predict(before, x_test[:50]), atol=1e-3)
+    # The run's ONNX twin is written again with the temperature, so `digitcnn predict` keeps reading through it.
+    twin = load_model(run, onnx_twin=True)
+    assert isinstance(twin, OnnxModel) and twin.config.temperature == pytest.approx(calibration["temperature"])
+    np.testing.assert_allclose(predict(twin, x_test[:50]), predict(calibrated, x_test[:50]), atol=1e-5)
 
 
 def test_a_fashion_mnist_report_names_its_classes(tmp_path):

@@ -133,6 +133,10 @@ def write_report(arguments, model, trained: DataConfig, train, test, same_data: 
     if temperature is not None and arguments.model is not None and not arguments.model.endswith(".onnx"):
         threshold = metrics["calibration"].get("not_a_digit_threshold")  # a rejecting model's, chosen at that T
         stored = report.store_temperature(model, arguments.model, temperature, threshold)
+        from .onnx_model import export_twin  # the new temperature made the old twin stale: it is read no more
+
+        if (why_not := export_twin(model, Path(stored), test[0])) is not None:
+            print(f"no ONNX twin written ({why_not}): the model reads with PyTorch", file=sys.stderr)
     if arguments.json:
         print(json.dumps({key: metrics[key] for key in ("test_loss", "test_accuracy", "test_examples", "calibration")}))
     else:

@@ -29,10 +29,11 @@ def load_model(source: str | Path | None = None, onnx_twin: bool = False):
     """A run folder, a model .safetensors file, an exported .onnx file (run by onnxruntime), or None for the
     model shipped with the package.
 
-    With `onnx_twin`, a run folder or weights file that has an ONNX twin (`digitcnn export` to `model.onnx` in the
-    run folder, or to the file's name with .onnx; the shipped model has one) runs on onnxruntime instead, when it
-    is installed and the twin was exported from these very weights: the same answers (export checks them against
-    PyTorch) without importing PyTorch. The twin runs one thread: it is for reading a few images at a time."""
+    With `onnx_twin`, a run folder or weights file that has an ONNX twin (`model.onnx` in the run folder, which
+    `train`, `finetune` and `ensemble` write when the export extra is installed, or the file's name with .onnx from
+    `digitcnn export`; the shipped model has one) runs on onnxruntime instead, when it is installed and the twin
+    was exported from these very weights: the same answers (export checks them against PyTorch) without importing
+    PyTorch. The twin runs one thread, as reading a few images at a time wants, and every core for a large batch."""
     weights = weights_file(source)
     if weights is None:
         from .onnx_model import OnnxModel  # onnx_model imports nothing of inference's, so no circle

@@ -157,8 +157,8 @@ def train_run(
 
 
 def finish_run(model, out: Path, x_test, y_test, **facts) -> dict:
-    """The one look at the test set: loss and accuracy into config.json["results"] beside the model's config, and
-    the figure."""
+    """The one look at the test set: loss and accuracy into config.json["results"] beside the model's config, the
+    figure, and the weights' ONNX twin (which `digitcnn predict` and the server then run, on onnxruntime)."""
     test_loss, test_accuracy = evaluate(model, x_test, y_test)
     results = {"test_loss": test_loss, "test_accuracy": test_accuracy, **facts}
     if rejects(model.config):  # the share of test digits answered "not a digit"
@@ -169,6 +169,10 @@ def finish_run(model, out: Path, x_test, y_test, **facts) -> dict:
 
         predicted = predict(model, x_test[:10]).argmax(axis=1)
         plot_predictions(x_test[:10], y_test[:10], predicted, out / FIGURE_FILE, class_names=model.config.class_names)
+        from .onnx_model import export_twin
+
+        if (why_not := export_twin(model, out / WEIGHTS_FILE, x_test)) is not None:
+            print(f"no ONNX twin written ({why_not}): the run reads with PyTorch", file=sys.stderr)
     return results
 
 

@@ -35,6 +35,10 @@ TOLERANCE = 1e-4
 VALIDATION_DIGITS = 1000
 # 1,000 digits make batches of 256 and 232, so validation sends two batch sizes through the graph.
 VALIDATION_BATCH_SIZE = 256
+# A model opened with fewer threads than cores (a twin: reading a few images at a time, where a second thread
+# only spins when the other core is busy) runs a batch of at least this many images on every core: there each
+# thread has tens of milliseconds of work, and two threads nearly halve it (benchmarks.onnx_vs_torch).
+MANY_IMAGES = 256
 
 
 def import_extra(name: str, purpose: str):
@@ -58,7 +62,10 @@ class OnnxModel:
         self.path = Path(path)
         if not self.path.is_file():
             raise ModelError(f"model {self.path} does not exist")
-        self.session = open_session(self.path, threads or os.cpu_count() or 1)
+        self.cores = os.cpu_count() or 1
+        self.threads = threads or self.cores
+        self.session = open_session(self.path, self.threads)
+        self.every_core_session = None  # opened for the first batch of MANY_IMAGES, when threads < cores
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         self.config = read_config(self.metadata, self.path)
         inputs = [(item.name, item.shape) for item in self.session.get_inputs()]
@@ -72,10 +79,18 @@ class OnnxModel:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
         pixels = pixel_array(images)
         outputs = [
-            self.session.run([OUTPUT_NAME], {INPUT_NAME: pixels[start : start + batch_size]})[0]
-            for start in range(0, len(pixels), batch_size)
+            self.session_for(len(batch)).run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+            for batch in (pixels[start : start + batch_size] for start in range(0, len(pixels), batch_size))
         ]
         return np.concatenate(outputs) if outputs else np.zeros((0, self.config.num_classes), np.float32)
+
+    def session_for(self, images: int):
+        """The session that runs a batch of this many images: every core's for a large one (MANY_IMAGES)."""
+        if images < MANY_IMAGES or self.threads >= self.cores:
+            return self.session
+        if self.every_core_session is None:  # two threads opening it at once open two: both are correct
+            self.every_core_session = open_session(self.path, self.cores)
+        return self.every_core_session
 
     def eval(self) -> "OnnxModel":
         return self
@@ -163,6 +178,18 @@ def export_onnx(model, path: str | Path, opset: int = OPSET, images=None, source
                 f"{report['labels_identical']}); nothing was written"
             )
     return {**report, "path": str(path), "opset": opset}
+
+
+def export_twin(model, weights: Path, images) -> str | None:
+    """Writes the ONNX twin of the weights file `weights` that `model` was just saved to (model.onnx beside a run's
+    model.safetensors), checked against PyTorch on `images`: `load_model(..., onnx_twin=True)`, as `digitcnn
+    predict` and the server load a run, then runs it on onnxruntime. None when it is written; otherwise why not,
+    in one line (the export extra missing, or a failed check), and the run reads with PyTorch as before."""
+    try:
+        export_onnx(model, weights.with_suffix(".onnx"), images=images[:VALIDATION_DIGITS], source=weights)
+    except (ModelError, ValueError) as error:  # the extra missing is a ModelError that says what to install
+        return str(error)
+    return None
 
 
 def describe(onnx, path: Path, config, source: Path | None) -> None:
