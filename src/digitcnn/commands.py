@@ -238,6 +238,7 @@ def run_explain(arguments) -> int:
     from .model_config import is_torch_model
     from .plots import plot_saliency
     from .preprocess import preprocess
+    from .writer import writer_of
 
     model = load_model(arguments.model)
     if not is_torch_model(model):
@@ -245,7 +246,7 @@ def run_explain(arguments) -> int:
     names = model.config.class_names
     if arguments.label is not None and not 0 <= arguments.label < len(names):
         raise DigitcnnError(f"--label must be a class index in [0, {len(names)}), not {arguments.label}")
-    pixels = preprocess(load_image(arguments.image))
+    pixels = preprocess(load_image(arguments.image), writer_of(model.config))
     probabilities = predict(model, pixels)
     target = int(probabilities.argmax()) if arguments.label is None else arguments.label
     title = f"{arguments.image}: {names[target]} ({probabilities[target]:.1%})"

@@ -270,6 +270,12 @@ class FinetuneConfig:
     scale: float = knob(0.1, "augmentation: random zoom up to this fraction each way")
     stroke: float = knob(0.5, "augmentation: random stroke thickening or thinning, up to this fraction of 1 px")
     seed: int = knob(0, "seeds the held-out samples, the batches and the augmentation")
+    # Undoing a hand's slant and width took the geometric writer styles from 93.5-97.5% to ... (benchmarks.finetune).
+    as_written: bool = knob(
+        False,
+        "keep the samples' slant and width as written, for the fine-tune alone to learn, rather than "
+        "estimating them and undoing them before every reading (writer.py)",
+    )
 
     def __post_init__(self):
         validate(self)

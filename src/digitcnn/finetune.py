@@ -3,6 +3,7 @@ Every batch mixes their samples, augmented, with the base model's own training d
 without forgetting everyone else's. Part of their samples is held out and read before and after; the result is an
 ordinary run folder."""
 
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -23,6 +24,10 @@ from .models import Classifier
 from .pixels import as_pixels
 from .runs import WEIGHTS_FILE, save_model_file
 from .train import augment, learning_rate_at, make_optimizer
+from .writer import Writer, estimate_writer, writer_of
+
+# The base's training digits a hand is measured against: the median shape of each class settles long before this.
+REFERENCE_DIGITS = 10_000
 
 
 def finetune_run(out, config: FinetuneConfig, verbose: bool = True) -> dict:
@@ -37,12 +42,11 @@ def finetune_run(out, config: FinetuneConfig, verbose: bool = True) -> dict:
     model = load_model(config.base)
     if not is_torch_model(model):
         raise DigitcnnError("finetune changes the model's weights: pass a run folder or .safetensors, not an .onnx")
-    samples = read_samples(config.samples, class_names=model.config.class_names, report=skipped)
-    kept, held = split_per_class(samples.labels, config.holdout, config.seed)
-    own, measured = samples.take(kept), samples.take(held)
+    plain = read_samples(config.samples, class_names=model.config.class_names, report=skipped)
+    kept, held = split_per_class(plain.labels, config.holdout, config.seed)
     if verbose:
         print(
-            f"{len(own.labels)} samples to learn from, {len(measured.labels)} held out to measure "
+            f"{len(kept)} samples to learn from, {len(held)} held out to measure "
             f"({config.holdout:.0%} of each class, seed {config.seed})",
             file=sys.stderr,
         )
@@ -52,7 +56,16 @@ def finetune_run(out, config: FinetuneConfig, verbose: bool = True) -> dict:
     (x_train, y_train), test, _ = load_labelled(data)
     split_at = len(x_train) - int(len(x_train) * data.validation_split)
     validation = (x_train[split_at:], y_train[split_at:])
+    # "Before" reads the held-out samples as the base reads them: with the hand it undoes, if it was tuned already.
+    measured = read_with(config, model.config, plain, writer_of(model.config)).take(held)
     before = evaluate(model, measured.images, measured.labels).accuracy if len(measured.labels) else None
+    writer = None if config.as_written else hand_of(plain.take(kept), x_train[:split_at], y_train[:split_at])
+    hand = writer or Writer()
+    model.config = dataclasses.replace(model.config, writer_slant=hand.slant, writer_width=hand.width)
+    if verbose and writer is not None:
+        print(f"your hand: slant {hand.slant:+.2f}, width x{hand.width:.2f}; undone before reading", file=sys.stderr)
+    samples = read_with(config, model.config, plain, writer)  # as the tuned model will read them
+    own, measured = samples.take(kept), samples.take(held)
 
     history = teach(model, (own.images, own.labels), (x_train[:split_at], y_train[:split_at]), config, verbose)
     after = evaluate(model, measured.images, measured.labels).accuracy if len(measured.labels) else None
@@ -64,6 +77,8 @@ def finetune_run(out, config: FinetuneConfig, verbose: bool = True) -> dict:
     save_model_file(model, out / WEIGHTS_FILE)
     update_run_config(out, data=data, finetune=config, model=model.config, device="cpu")
     facts = {
+        "writer_slant": model.config.writer_slant,
+        "writer_width": model.config.writer_width,
         "held_out_samples": len(measured.labels),
         "held_out_accuracy_before": before,
         "held_out_accuracy_after": after,
@@ -77,6 +92,22 @@ def finetune_run(out, config: FinetuneConfig, verbose: bool = True) -> dict:
     results["seconds"] = round(time.perf_counter() - started, 2)  # everything: loading, teaching, measuring
     update_run_config(out, results=results)
     return results
+
+
+def read_with(config: FinetuneConfig, model_config, plain, writer):
+    """The samples framed with `writer`'s hand undone (the plainly read ones when there is none to undo): the same
+    files in the same order, as a hand is undone only after each digit is found."""
+    if writer is None:
+        return plain
+    return read_samples(config.samples, class_names=model_config.class_names, writer=writer)
+
+
+def hand_of(samples, reference_images, reference_labels):
+    """The person's slant and width (writer.py) from the samples learned from, against the base's training digits."""
+    count = min(len(reference_labels), REFERENCE_DIGITS)
+    return estimate_writer(
+        samples.images / 255, samples.labels, reference_images[:count] / 255, reference_labels[:count]
+    )
 
 
 def teach(model, own: tuple, rehearsal: tuple, config: FinetuneConfig, verbose: bool = True) -> list[dict]:

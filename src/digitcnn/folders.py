@@ -13,6 +13,7 @@ import numpy as np
 from .errors import DataError, ImageError, NoDigitError
 from .images import load_image
 from .preprocess import preprocess
+from .writer import Writer
 
 LABELS_FILE = "labels.csv"
 IDX_PREFIXES = ("train-images", "train-labels", "t10k-images", "t10k-labels")  # a folder of these is data.py's
@@ -96,10 +97,11 @@ def labels_csv_files(folder: Path) -> tuple[list[tuple[Path, str]], list[str]]:
     return pairs, problems
 
 
-def read_samples(folder, class_names: list[str] | None = None, report=None) -> Samples:
-    """Every usable image under `folder`, labelled by its class folder (or labels.csv). With `class_names` (a
-    model's), a class not among them is skipped as a problem; without, the classes are the names found. Each
-    problem is also handed to `report` (e.g. print) as it is met, so the list is seen even if an error follows."""
+def read_samples(folder, class_names: list[str] | None = None, report=None, writer: Writer | None = None) -> Samples:
+    """Every usable image under `folder`, labelled by its class folder (or labels.csv), framed by `preprocess`
+    (with `writer`'s hand undone). With `class_names` (a model's), a class not among them is skipped as a problem;
+    without, the classes are the names found. Each problem is also handed to `report` (e.g. print) as it is met,
+    so the list is seen even if an error follows."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: no such folder")
@@ -121,7 +123,7 @@ def read_samples(folder, class_names: list[str] | None = None, report=None) -> S
     images, labels, files = [], [], []
     for path, name in pairs:
         try:
-            pixels = preprocess(load_image(path))
+            pixels = preprocess(load_image(path), writer)
         except NoDigitError:
             skip(f"{path}: no digit found")
             continue

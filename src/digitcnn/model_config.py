@@ -29,6 +29,10 @@ class ModelConfig:
     not_a_digit_threshold: float | None = None
     # For arch "ensemble": each member's ModelConfig as a dict.
     members: list[dict] | None = None
+    # A writer's hand undone before each digit is framed (writer.py): the slant (x per y) and the width factor
+    # that `finetune` estimated from a person's samples. 0 and 1: digits are read as they come.
+    writer_slant: float = 0.0
+    writer_width: float = 1.0
 
 
 def model_config_from_dict(values: dict) -> ModelConfig:

@@ -16,6 +16,7 @@ from .errors import ImageError, NoDigitError
 from .images import normalize_mode
 from .pixels import SIDE
 from .quantiles import median, median_above, percentile, sparse_percentile
+from .writer import Writer, straighten
 
 BOX = 20  # MNIST's digits fill a 20x20 box: the longer side of the ink is 20 px for 9,997 of 10,000 test digits
 CENTRE = 14.0  # where MNIST's centre of mass sits, in pixel-index coordinates (measured: 14.0 +- 0.3)
@@ -38,19 +39,20 @@ SPECK_FRACTION = 0.05  # components under 5% of the main one's area are specks, 
 BORDER_PENALTY = 0.25  # ink touching the frame's edge is more often a shadow or the table than the digit
 
 
-def preprocess(image) -> np.ndarray:
+def preprocess(image, writer: Writer | None = None) -> np.ndarray:
     """An image (PIL, or an array: 2-D grey, HxWx3 RGB, HxWx4 RGBA; uint8 or floats in [0, 1]) -> float32
-    (28, 28) in [0, 1], ink = 1, as MNIST would have it. Raises NoDigitError when there is no ink."""
-    return frame_digit(ink_map(grey_levels(image)))  # the ink map: (H, W) in [0, 1], at full resolution
+    (28, 28) in [0, 1], ink = 1, as MNIST would have it (with a `writer`'s slant and width undone, as a model
+    fine-tuned on their hand reads). Raises NoDigitError when there is no ink."""
+    return frame_digit(ink_map(grey_levels(image)), writer)  # the ink map: (H, W) in [0, 1], at full resolution
 
 
-def frame_digit(ink: np.ndarray) -> np.ndarray:
+def frame_digit(ink: np.ndarray, writer: Writer | None = None) -> np.ndarray:
     """An image's ink map (as `ink_map` makes it) -> the 28x28 `preprocess` makes of the image: its digit found,
     cropped and framed as MNIST's. Raises NoDigitError when no digit stands out."""
     rows, columns = locate_digit(ink)
     digit = ink[rows, columns]
     digit = digit / max(float(digit.max()), 1e-6)
-    return place_in_frame(normalize_strokes(digit))
+    return place_in_frame(normalize_strokes(straighten(digit, writer)))
 
 
 def grey_levels(image) -> np.ndarray:

@@ -21,6 +21,7 @@ from .rejection import NOT_A_DIGIT, REJECT, RejectConfig, digit_probabilities, r
 from .search import DIGITS, best_digits
 from .segment import DEFAULTS, Layout, SegmentConfig, cut_unsure, lay_out
 from .strips import OnnxStripReader, reread_blobs
+from .writer import Writer, writer_of
 
 # Reads blobs of touching digits whole (strips.py); `python -m digitcnn.strip_training` reproduces it.
 STRIP_READER = Path(__file__).parent / "weights" / "strips.safetensors"
@@ -86,6 +87,7 @@ def read_images(
 
 def read_chunk(model, sources: list, names: list, keep_originals: bool, config: SegmentConfig) -> list[Reading]:
     reads_numbers = [str(digit) for digit in range(DIGITS)] == list(model.config.class_names[:DIGITS])
+    writer = writer_of(model.config)  # a hand the model was fine-tuned to have undone
     readings, inputs = [], []
     wholes: dict[int, np.ndarray] = {}  # reading index -> the image framed whole as one digit (reject models)
     for source, name in zip(sources, names, strict=True):
@@ -94,12 +96,12 @@ def read_chunk(model, sources: list, names: list, keep_originals: bool, config: 
             image = opened(source, config.working_side)
             reading.original = image if keep_originals else None
             if reads_numbers:
-                reading.layout = lay_out(image, config)
+                reading.layout = lay_out(image, config, writer)
                 inputs.extend(reading.layout.inputs)
                 if rejects(model.config):
-                    wholes[len(readings)] = whole_image(reading.layout.ink)
+                    wholes[len(readings)] = whole_image(reading.layout.ink, writer)
             else:
-                reading.input = preprocess(image)
+                reading.input = preprocess(image, writer)
                 inputs.append(reading.input)
         except NoDigitError as error:
             reading.error, reading.failure = "no digit found", error
@@ -144,12 +146,12 @@ def opened(source, max_side: int):
     return load_image(source, max_side=max_side)
 
 
-def whole_image(layout_ink: np.ndarray) -> np.ndarray | None:
+def whole_image(layout_ink: np.ndarray, writer: Writer | None = None) -> np.ndarray | None:
     """The image framed as one digit, as `preprocess` frames a lone digit, from the layout's ink map (even of a
     shrunk working copy: a 28x28 frame needs no more than its 1,024 pixels a side, and making the ink map of a
     12-megapixel photo again more than doubled its reading time); None when no digit stands out."""
     try:
-        return frame_digit(layout_ink)
+        return frame_digit(layout_ink, writer)
     except NoDigitError:
         return None
 

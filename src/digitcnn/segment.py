@@ -20,6 +20,7 @@ from .errors import NoDigitError, TooManyDigitsError
 from .preprocess import MIN_CONTRAST, grey_levels, ink_map, normalize_strokes, otsu_threshold, place_in_frame
 from .quantiles import median
 from .strokes import find_seams, label_components
+from .writer import Writer, straighten
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +122,7 @@ class Layout:
     inputs: list[np.ndarray] = dataclasses.field(default_factory=list)
     boxes: list[list[int]] = dataclasses.field(default_factory=list)  # [x0, y0, x1, y1] in the original's pixels
     known: dict[tuple, int] = dataclasses.field(default_factory=dict, repr=False)  # pieces -> input index
+    writer: Writer | None = None  # a hand undone in every crop (writer.py; a fine-tuned model's)
 
 
 def short_digit_cost(box: list[int], layout: Layout, line: int, config: SegmentConfig) -> float:
@@ -145,9 +147,10 @@ def working_copy(image: Image.Image, config: SegmentConfig) -> tuple[np.ndarray,
     return grey_levels(image), (full_width / image.size[0], full_height / image.size[1])
 
 
-def lay_out(image, config: SegmentConfig = DEFAULTS) -> Layout:
-    """A PIL image or an array -> its Layout, candidates and their inputs included. Raises NoDigitError when
-    no ink stands out or nothing digit-sized does, TooManyDigitsError when far more than max_digits do."""
+def lay_out(image, config: SegmentConfig = DEFAULTS, writer: Writer | None = None) -> Layout:
+    """A PIL image or an array -> its Layout, candidates and their inputs included (each crop with `writer`'s
+    hand undone). Raises NoDigitError when no ink stands out or nothing digit-sized does, TooManyDigitsError when
+    far more than max_digits do."""
     if isinstance(image, Image.Image):
         grey, scale = working_copy(image, config)
     else:
@@ -172,7 +175,7 @@ def lay_out(image, config: SegmentConfig = DEFAULTS) -> Layout:
         raise TooManyDigitsError("too many digits")
     minor = keep & ~major & (np.maximum(heights, widths) >= config.speck_size * tallest)
     lines = group_lines(boxes, np.flatnonzero(major), np.flatnonzero(minor), config)
-    layout = Layout(ink=ink, labels=labels, component_boxes=boxes, scale=scale)
+    layout = Layout(ink=ink, labels=labels, component_boxes=boxes, scale=scale, writer=writer)
     for members in lines:
         line_height = stack_height(boxes[members], config)
         pieces = [
@@ -369,7 +372,7 @@ def add_candidates(layout: Layout, config: SegmentConfig) -> None:
                     continue
                 key = tuple(sorted((p.component, p.part, p.parts) for p in group))
                 if key not in layout.known:
-                    digit = crop(layout.labels, layout.ink, group, (top, bottom, left, right))
+                    digit = crop(layout.labels, layout.ink, group, (top, bottom, left, right), layout.writer)
                     if digit is None:
                         continue
                     layout.known[key] = len(layout.inputs)
@@ -386,7 +389,9 @@ def add_candidates(layout: Layout, config: SegmentConfig) -> None:
                 layout.candidates.append((line, first, end, layout.known[key]))
 
 
-def crop(labels: np.ndarray, ink: np.ndarray, group: list[Piece], box: tuple[int, int, int, int]) -> np.ndarray | None:
+def crop(
+    labels: np.ndarray, ink: np.ndarray, group: list[Piece], box: tuple[int, int, int, int], writer: Writer | None
+) -> np.ndarray | None:
     """The pieces' ink, and the faint ink around it that belongs to no component, without any other piece's;
     tightened as `preprocess` tightens a lone digit, then normalized as MNIST's digits were."""
     top, bottom, left, right = box
@@ -409,4 +414,4 @@ def crop(labels: np.ndarray, ink: np.ndarray, group: list[Piece], box: tuple[int
         return None
     digit = region[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1]
     digit = digit / max(float(digit.max()), 1e-6)
-    return place_in_frame(normalize_strokes(digit))
+    return place_in_frame(normalize_strokes(straighten(digit, writer)))
