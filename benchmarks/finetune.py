@@ -3,7 +3,7 @@
 `finetune_run` and measured on that style's other samples, before and after, with MNIST's test accuracy after.
 
     .venv/bin/python -m benchmarks.finetune                 # every style, seeds 0-2: 10 a digit taught, 50 read
-    .venv/bin/python -m benchmarks.finetune --styles        # only how the base reads each style (no fine-tune)
+    .venv/bin/python -m benchmarks.finetune --styles        # how the base reads each style, and the hand undone
     .venv/bin/python -m benchmarks.finetune --tiny          # the CI smoke run
 """
 
@@ -24,8 +24,10 @@ from PIL import Image, ImageDraw
 from benchmarks.common import machine, write_result
 from digitcnn import load_data, load_model
 from digitcnn.config import FinetuneConfig, parse_knob
-from digitcnn.finetune import finetune_run
+from digitcnn.finetune import finetune_run, hand_of
+from digitcnn.folders import read_samples
 from digitcnn.recognize import read_images
+from digitcnn.writer import Writer
 
 SIDE = 112  # each digit drawn at 4x MNIST's size, where a bar or a flag can be as wide as the digit's own strokes
 VALIDATION = 6000  # the shipped model's held-out split: the last 6,000 training digits
@@ -157,7 +159,7 @@ def write_folder(folder: Path, files: list[bytes], labels: np.ndarray) -> None:
         (folder / str(label) / f"{index}.png").write_bytes(data)
 
 
-def measure(base, x, y, style: str, seed: int, config: FinetuneConfig, arguments) -> dict:
+def measure(base, x, y, style: str, seed: int, config: FinetuneConfig, arguments, reference=()) -> dict:
     """One draw of a style's digits: read by the base, then (unless --styles) fine-tuned on and read again."""
     taught_files, taught_labels, read_files, read_labels = style_digits(
         x, y, style, arguments.taught, arguments.read, seed
@@ -168,10 +170,11 @@ def measure(base, x, y, style: str, seed: int, config: FinetuneConfig, arguments
         "samples_taught": len(taught_labels),
         "samples_read": len(read_labels),
     }
-    if arguments.styles:
-        return run
     with tempfile.TemporaryDirectory() as folder:
         write_folder(Path(folder) / "samples", taught_files, taught_labels)
+        if arguments.styles:  # the hand `finetune` would undo: estimated as it estimates it, nothing taught
+            hand = hand_of(read_samples(Path(folder) / "samples"), *reference) or Writer()
+            return run | {"writer_slant": round(hand.slant, 3), "writer_width": round(hand.width, 3)}
         config = dataclasses.replace(config, samples=str(Path(folder) / "samples"), seed=seed)
         started, cpu_started = time.perf_counter(), time.process_time()
         results = finetune_run(Path(folder) / "run", config, verbose=False)
@@ -179,6 +182,8 @@ def measure(base, x, y, style: str, seed: int, config: FinetuneConfig, arguments
         tuned = load_model(Path(folder) / "run")
     return run | {
         "read_after": round(accuracy(tuned, read_files, read_labels), 4),
+        "writer_slant": round(results["writer_slant"], 3),  # the hand it undid (0 and 1: none)
+        "writer_width": round(results["writer_width"], 3),
         "mnist_test_after": results["test_accuracy"],
         "mnist_validation_after": results["validation_accuracy"],
         "seconds": round(seconds, 1),
@@ -222,7 +227,7 @@ def main() -> None:
         "moves a style's read-after by several points",
     )
     parser.add_argument("--tiny", action="store_true", help="one style, 3 taught and 5 read per digit, 5 steps")
-    parser.add_argument("--out", default="benchmarks/results/finetune.json")
+    parser.add_argument("--out", default=None, help="default: benchmarks/results/finetune.json (-styles.json)")
     arguments = parser.parse_args()
     overrides = dict(setting.split("=", 1) for setting in arguments.set)
     overrides = {name: parse_knob(FinetuneConfig, name, value) for name, value in overrides.items()}
@@ -243,13 +248,14 @@ def main() -> None:
     for style in styles:
         runs = []
         for seed in seeds:
-            run = measure(base, x, y, style, seed, config, arguments)
+            run = measure(base, x, y, style, seed, config, arguments, (x_train, y_train))
             runs.append(run)
             print(
                 f"{style:46s} {seed:4d} {run['read_before']:7.4f} {run.get('read_after', float('nan')):7.4f} "
                 f"{run.get('mnist_validation_after', float('nan')):10.4f} "
                 f"{run.get('mnist_test_after', float('nan')):10.4f} {run.get('seconds', float('nan')):8.1f} "
-                f"(CPU {run.get('cpu_seconds', float('nan')):.1f})",
+                f"(CPU {run.get('cpu_seconds', float('nan')):.1f}) hand: slant {run['writer_slant']:+.2f}, "
+                f"width x{run['writer_width']:.2f}",
                 flush=True,
             )
         rows[style] = summary(runs)
@@ -272,8 +278,8 @@ def main() -> None:
         "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         **machine(),
     }
-    if not arguments.styles:
-        write_result(arguments.out, result, tiny=arguments.tiny)
+    out = arguments.out or f"benchmarks/results/finetune{'-styles' if arguments.styles else ''}.json"
+    write_result(out, result, tiny=arguments.tiny)
     print(f"load average (1 min) {result['load_average_before_after']}", file=sys.stderr)
 
 

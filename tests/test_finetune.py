@@ -103,13 +103,26 @@ def test_finetune_moves_the_answers_on_the_writer_s_held_out_samples(narrow_writ
     assert results["held_out_accuracy_after"] >= results["held_out_accuracy_before"] + 0.15
     assert f"accuracy {results['held_out_accuracy_before']:.4f} before" in captured.out
     assert results["test_accuracy"] > 0.98  # it still reads MNIST
+    # The hand was measured on the samples learned from and is undone in every reading of the tuned model.
+    assert results["writer_slant"] == 0.0 and results["writer_width"] > 2.0 and "your hand: " in captured.err
     run = read_run_config(out)
     assert run.finetune.samples == str(narrow_writer) and run.finetune.base is None and run.data.dataset == "mnist"
     # An ordinary run folder: predict reads with it.
     tuned = load_model(out)
     assert tuned.config.class_names == [str(digit) for digit in range(10)]
+    assert tuned.config.writer_width == results["writer_width"]
     files = sorted((narrow_writer / "1").glob("*.png"))
     assert all(reading.class_name == "1" for reading in read_images(tuned, files[:2]))
+
+
+def test_as_written_keeps_the_hand_for_the_fine_tune_alone_to_learn(narrow_writer, tmp_path, capsys):
+    out = tmp_path / "as-written"
+    arguments = ["finetune", "--data", str(narrow_writer), "--out", str(out), "--steps", "5", "--as-written"]
+    assert main(arguments) == 0
+    results = read_run_config(out).results
+    assert (results["writer_slant"], results["writer_width"]) == (0.0, 1.0)
+    assert "your hand" not in capsys.readouterr().err
+    assert read_run_config(out).model.writer_width == 1.0 and read_run_config(out).finetune.as_written
 
 
 def test_a_class_given_only_bad_files_is_a_one_line_error(tmp_path, capsys):

@@ -1,0 +1,81 @@
+"""A writer's slant and width: measured from real MNIST digits redrawn in a hand, undone before framing, and
+applied by the reading path of a model whose config carries them."""
+
+import copy
+import dataclasses
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from digitcnn.inference import load_model
+from digitcnn.preprocess import preprocess
+from digitcnn.recognize import read_images
+from digitcnn.writer import Writer, estimate_writer, straighten, writer_of
+
+SIDE = 112
+
+
+def written(digit: np.ndarray, lean: float = 0.0, width: float = 1.0) -> bytes:
+    """An MNIST digit redrawn leaning right by `lean` (x per y) and at `width` of its width, dark on white."""
+    image = Image.fromarray(digit).resize((SIDE, SIDE), Image.Resampling.BICUBIC)
+    image = image.transform(image.size, Image.Transform.AFFINE, (1, lean, -lean * SIDE / 2, 0, 1, 0))
+    narrow = image.resize((max(4, round(SIDE * width)), SIDE), Image.Resampling.BICUBIC)
+    canvas = Image.new("L", (SIDE, SIDE))
+    canvas.paste(narrow, ((SIDE - narrow.width) // 2, 0))
+    buffer = io.BytesIO()
+    Image.fromarray(255 - np.asarray(canvas)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def validation(mnist):
+    """100 validation digits (10 a class) the shipped model never trained on, and 10,000 training digits."""
+    (x_train, y_train), _ = mnist
+    x, y = x_train[-6000:], y_train[-6000:]
+    chosen = np.concatenate([np.flatnonzero(y == digit)[:10] for digit in range(10)])
+    return x[chosen], y[chosen], x_train[:10000] / 255, y_train[:10000]
+
+
+def hand(validation, **style) -> Writer | None:
+    digits, labels, reference, reference_labels = validation
+    framed = np.stack([preprocess(Image.open(io.BytesIO(written(digit, **style)))) for digit in digits])
+    return estimate_writer(framed, labels, reference, reference_labels)
+
+
+def test_a_plain_hand_is_left_alone_and_a_slanted_or_narrow_one_is_measured(validation):
+    assert hand(validation) is None
+    narrow = hand(validation, width=0.5)
+    assert narrow is not None and narrow.slant == 0.0 and 1.6 <= narrow.width <= 2.2
+    leaning = hand(validation, lean=0.6)  # leaning right: the top moves right, so x falls as y grows
+    assert leaning is not None and leaning.width == 1.0 and -0.7 <= leaning.slant <= -0.5
+    both = hand(validation, lean=0.6, width=0.5)  # the slant is measured in the narrow hand's own columns
+    assert both is not None and 1.6 <= both.width <= 2.2 and -0.4 <= both.slant <= -0.2
+
+
+def test_straightening_a_hand_frames_its_digits_as_mnist_wrote_them(validation):
+    digits = validation[0][:30]
+    as_written = [preprocess(Image.open(io.BytesIO(written(digit, lean=0.6, width=0.5)))) for digit in digits]
+    undone = [
+        preprocess(Image.open(io.BytesIO(written(digit, lean=0.6, width=0.5))), Writer(-0.3, 2.0)) for digit in digits
+    ]
+    originals = [preprocess(Image.open(io.BytesIO(written(digit)))) for digit in digits]
+    before = np.mean([np.abs(a - b).mean() for a, b in zip(as_written, originals, strict=True)])
+    after = np.mean([np.abs(a - b).mean() for a, b in zip(undone, originals, strict=True)])
+    assert after < 0.5 * before
+    assert straighten(np.ones((5, 3), np.float32), None).shape == (5, 3)  # no hand: the digit as it came
+
+
+def test_a_model_whose_config_carries_a_hand_reads_that_hand_through_predict_s_path(validation):
+    digits, labels = validation[0], validation[1]
+    files = [written(digit, width=0.35) for digit in digits]
+    shipped = load_model(None, onnx_twin=True)
+    tuned = copy.copy(shipped)
+    tuned.config = dataclasses.replace(shipped.config, writer_width=2.4)
+    assert writer_of(shipped.config) is None and writer_of(tuned.config) == Writer(0.0, 2.4)
+
+    def accuracy(model) -> float:
+        return float(np.mean([reading.label for reading in read_images(model, files)] == labels))
+
+    assert accuracy(shipped) < 0.75 and accuracy(tuned) > 0.95
