@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from .errors import NoDigitError
 from .files import atomic_path
-from .preprocess import normalize_strokes, place_in_frame, preprocess
+from .preprocess import frame_crop, preprocess
 
 CANVAS = 128  # pixels each non-digit is drawn on: large enough that a 1-MNIST-pixel pen is several pixels wide
 GENERATOR_VERSION = 5  # part of the cache's file name: bump it whenever a drawing below or their mix changes
@@ -57,7 +57,7 @@ def framed(ink: np.ndarray) -> np.ndarray | None:
     if len(rows) == 0:
         return None
     crop = ink[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1]
-    return place_in_frame(normalize_strokes(crop / max(float(crop.max()), 1e-6)))
+    return frame_crop(crop)
 
 
 def canvas() -> tuple[Image.Image, ImageDraw.ImageDraw]:

@@ -50,7 +50,12 @@ def frame_digit(ink: np.ndarray, writer: Writer | None = None) -> np.ndarray:
     """An image's ink map (as `ink_map` makes it) -> the 28x28 `preprocess` makes of the image: its digit found,
     cropped and framed as MNIST's. Raises NoDigitError when no digit stands out."""
     rows, columns = locate_digit(ink)
-    digit = ink[rows, columns]
+    return frame_crop(ink[rows, columns], writer)
+
+
+def frame_crop(digit: np.ndarray, writer: Writer | None = None) -> np.ndarray:
+    """A digit's ink cropped to it (bright on 0) -> its 28x28: the writer's hand undone, the strokes brought toward
+    MNIST's, fitted to the 20x20 box and centred. Every crop the reading path makes ends here."""
     digit = digit / max(float(digit.max()), 1e-6)
     return place_in_frame(normalize_strokes(straighten(digit, writer)))
 

@@ -17,10 +17,10 @@ import numpy as np
 from PIL import Image
 
 from .errors import NoDigitError, TooManyDigitsError
-from .preprocess import MIN_CONTRAST, grey_levels, ink_map, normalize_strokes, otsu_threshold, place_in_frame
+from .preprocess import MIN_CONTRAST, frame_crop, grey_levels, ink_map, otsu_threshold
 from .quantiles import median
 from .strokes import find_seams, label_components
-from .writer import Writer, straighten
+from .writer import Writer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -412,6 +412,4 @@ def crop(
     rows, columns = np.flatnonzero(strong.any(axis=1)), np.flatnonzero(strong.any(axis=0))
     if len(rows) == 0:
         return None
-    digit = region[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1]
-    digit = digit / max(float(digit.max()), 1e-6)
-    return place_in_frame(normalize_strokes(straighten(digit, writer)))
+    return frame_crop(region[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1], writer)

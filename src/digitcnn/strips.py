@@ -15,9 +15,8 @@ import numpy as np
 from PIL import Image
 
 from .onnx_model import open_session
-from .preprocess import normalize_strokes, place_in_frame
+from .preprocess import frame_crop
 from .segment import SegmentConfig, short_digit_cost
-from .writer import straighten
 
 STRIP_HEIGHT = 32  # rows of the reader's input
 STRIP_INK = 24  # rows the ink's box is scaled to: MNIST's 20-px digits with room for baselines that wander
@@ -243,7 +242,7 @@ def split_region(layout, region, digits):
         rows = np.flatnonzero(mine[:, x0:x1].any(axis=1))
         y0, y1 = int(rows[0]), int(rows[-1]) + 1
         piece = np.where(mine[y0:y1, x0:x1], ink[y0:y1, x0:x1], 0)
-        crop = place_in_frame(normalize_strokes(straighten(piece / max(float(piece.max()), 1e-6), layout.writer)))
+        crop = frame_crop(piece, layout.writer)
         box = [int((left + x0) * x_scale), int((top + y0) * y_scale)]
         box += [int(np.ceil((left + x1) * x_scale)), int(np.ceil((top + y1) * y_scale))]
         found.append((digit_probabilities, box, crop))

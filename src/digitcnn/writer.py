@@ -14,11 +14,12 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
-# Below these, the estimate is within what 100 samples of MNIST's own writers scatter to (benchmarks.finetune,
-# styles left as MNIST wrote them): the hand is left as it is.
+# Below these, the estimate is within what 100 samples of MNIST's own writers scatter to (the letterform styles
+# of `python -m benchmarks.finetune --styles`, MNIST digits but for a few strokes, give none): left as it is.
 MIN_SLANT = 0.12  # shear, x per y
 MIN_WIDTH = 1.15  # factor either way
-# A hand no wider than a third or narrower than twice MNIST's: beyond, the samples are too few or not digits.
+# At most a 45-degree lean, and a hand at most three times narrower or wider than MNIST's: an estimate beyond is
+# held there (too few samples, or not digits).
 MAX_SLANT = 1.0
 MAX_WIDTH = 3.0
 INK = 0.05  # straightened ink this faint is resampling blur, not ink: the digit is cropped to the rest
