@@ -160,7 +160,8 @@ def write_folder(folder: Path, files: list[bytes], labels: np.ndarray) -> None:
 
 
 def measure(base, x, y, style: str, seed: int, config: FinetuneConfig, arguments, reference=()) -> dict:
-    """One draw of a style's digits: read by the base, then (unless --styles) fine-tuned on and read again."""
+    """One draw of a style's digits: read by the base, then fine-tuned on and read again (with --styles, only the
+    hand `finetune` would find in them, against `reference`: the training digits and labels)."""
     taught_files, taught_labels, read_files, read_labels = style_digits(
         x, y, style, arguments.taught, arguments.read, seed
     )
