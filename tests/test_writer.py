@@ -54,6 +54,16 @@ def test_a_plain_hand_is_left_alone_and_a_slanted_or_narrow_one_is_measured(vali
     assert both is not None and 1.6 <= both.width <= 2.2 and -0.4 <= both.slant <= -0.2
 
 
+def test_a_few_classes_or_one_class_s_letterform_is_not_a_hand(validation):
+    digits, labels, reference, reference_labels = validation
+    narrow = np.stack([preprocess(Image.open(io.BytesIO(written(digit, width=0.5)))) for digit in digits])
+    plain = np.stack([preprocess(Image.open(io.BytesIO(written(digit)))) for digit in digits])
+    few = np.isin(labels, [1, 7])  # narrow 1s and 7s alone: too few classes to tell a hand from their letterforms
+    assert estimate_writer(narrow[few], labels[few], reference, reference_labels) is None
+    sevens = np.where((labels == 7)[:, None, None], narrow, plain)  # every class but the 7s as MNIST wrote them
+    assert estimate_writer(sevens, labels, reference, reference_labels) is None
+
+
 def test_straightening_a_hand_frames_its_digits_as_mnist_wrote_them(validation):
     digits = validation[0][:30]
     as_written = [preprocess(Image.open(io.BytesIO(written(digit, lean=0.6, width=0.5)))) for digit in digits]

@@ -22,6 +22,9 @@ MIN_WIDTH = 1.15  # factor either way
 # held there (too few samples, or not digits).
 MAX_SLANT = 1.0
 MAX_WIDTH = 3.0
+# A hand is measured only from samples of this many classes at least: taught a few classes (their 1s and 7s, say),
+# those classes' letterforms would pass for a slant or a width of every digit.
+MIN_CLASSES = 5
 INK = 0.05  # straightened ink this faint is resampling blur, not ink: the digit is cropped to the rest
 
 
@@ -82,22 +85,24 @@ def shapes(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def estimate_writer(images, labels, reference_images, reference_labels) -> Writer | None:
     """The hand of `images` (a person's samples as `preprocess` frames them, with their class labels) against the
     same classes of `reference_images` (the model's own training digits): None when it is within MIN_SLANT and
-    MIN_WIDTH of theirs. The width comes first: it is measured across each digit's own slant, so a slant does not
-    change it, while a narrow hand's slant is its reference's slant squeezed by the same width."""
+    MIN_WIDTH of theirs, or when the samples cover fewer than MIN_CLASSES classes. Each class gives its median and
+    the hand is the median over classes: a hand leans every digit, while a letterform (a 7's bar, a 1's flag, a
+    slashed 0) changes one class's shape, and must not lean or squeeze the rest. The width comes first: it is
+    measured across each digit's own slant, so a slant does not change it, while a narrow hand's slant is its
+    reference's slant squeezed by the same width."""
     labels, reference_labels = np.asarray(labels), np.asarray(reference_labels)
+    classes = [label for label in np.unique(labels) if (reference_labels == label).any()]
+    if len(classes) < MIN_CLASSES:
+        return None
     slants, spreads = shapes(images)
     reference_slants, reference_spreads = shapes(reference_images)
-    classes = [label for label in np.unique(labels) if (reference_labels == label).any()]
-    known = np.isin(labels, classes)
-    if not known.any():
-        return None
-    typical_slant, typical_spread = np.zeros(int(max(classes)) + 1), np.ones(int(max(classes)) + 1)
+    widths, leans = [], []
     for label in classes:
-        typical_slant[label] = np.median(reference_slants[reference_labels == label])
-        typical_spread[label] = np.median(reference_spreads[reference_labels == label])
-    labels, slants, spreads = labels[known], slants[known], spreads[known]
-    width = float(np.clip(np.median(typical_spread[labels] / spreads), 1 / MAX_WIDTH, MAX_WIDTH))
-    slant = float(np.median(slants - typical_slant[labels] / width))
+        mine, theirs = labels == label, reference_labels == label
+        widths.append(np.median(np.median(reference_spreads[theirs]) / spreads[mine]))
+        leans.append((slants[mine], np.median(reference_slants[theirs])))
+    width = float(np.clip(np.median(widths), 1 / MAX_WIDTH, MAX_WIDTH))
+    slant = float(np.median([np.median(own - typical / width) for own, typical in leans]))
     slant = float(np.clip(slant, -MAX_SLANT, MAX_SLANT))
     writer = Writer(slant if abs(slant) >= MIN_SLANT else 0.0, width if max(width, 1 / width) >= MIN_WIDTH else 1.0)
     return None if writer == Writer() else writer
