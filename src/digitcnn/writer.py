@@ -4,9 +4,9 @@ Some people write every digit leaning the same way, or every digit narrower than
 alone learns such a hand slowly from 10 samples a digit; undoing it first (shear each digit upright, widen it)
 gives the model the shapes it already knows. Both are measured with image moments (the shear that makes a digit's
 ink upright, and its ink's spread across its slant over its height: scale-free, so the same on a 28x28 and on a
-photo), against the median of MNIST's own digits of the same class. `finetune` estimates them from a person's
-samples and stores them in the run's ModelConfig; every reading path (`preprocess`, `segment.crop`, the strip
-reader's crops) applies them through `straighten`.
+photo), against the median of the base model's training digits (MNIST's) of the same class. `finetune`
+estimates them from a person's samples and stores them in the run's ModelConfig; every reading path
+(`preprocess`, `segment.crop`, the strip reader's crops) applies them through `preprocess.frame_crop`.
 """
 
 from typing import NamedTuple
