@@ -37,7 +37,7 @@ class Writer(NamedTuple):
 
 def writer_of(config) -> Writer | None:
     """The hand a model's config says to undo, or None: a model that reads digits as they come."""
-    writer = Writer(getattr(config, "writer_slant", 0.0), getattr(config, "writer_width", 1.0))
+    writer = Writer(config.writer_slant, config.writer_width)
     return None if writer == Writer() else writer
 
 
