@@ -6,6 +6,8 @@ import json
 
 import numpy as np
 import pytest
+from benchmarks.finetune import ink, squeezed
+from benchmarks.numbers import encoded
 from PIL import Image, ImageDraw
 
 from digitcnn.cli import main
@@ -19,13 +21,7 @@ NARROW = 0.35  # of a digit's own width: a hand the shipped model reads badly (b
 
 def narrow_png(digit: np.ndarray) -> bytes:
     """An MNIST digit written very narrow, dark on white, as benchmarks/finetune.py's "very narrow" style."""
-    big = Image.fromarray(digit).resize((112, 112), Image.Resampling.BICUBIC)
-    thin = big.resize((round(112 * NARROW), 112), Image.Resampling.BICUBIC)
-    canvas = Image.new("L", (112, 112))
-    canvas.paste(thin, ((112 - thin.width) // 2, 0))
-    buffer = io.BytesIO()
-    Image.fromarray(255 - np.asarray(canvas)).save(buffer, "PNG")
-    return buffer.getvalue()
+    return encoded(Image.fromarray(255 - np.asarray(squeezed(ink(digit), NARROW))), "PNG")
 
 
 def letter_png(strokes, rng) -> bytes:

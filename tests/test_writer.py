@@ -7,6 +7,8 @@ import io
 
 import numpy as np
 import pytest
+from benchmarks.finetune import ink, sheared, squeezed
+from benchmarks.numbers import encoded
 from PIL import Image
 
 from digitcnn.inference import load_model
@@ -14,19 +16,16 @@ from digitcnn.preprocess import preprocess
 from digitcnn.recognize import read_images
 from digitcnn.writer import Writer, estimate_writer, straighten, writer_of
 
-SIDE = 112
-
 
 def written(digit: np.ndarray, lean: float = 0.0, width: float = 1.0) -> bytes:
-    """An MNIST digit redrawn leaning right by `lean` (x per y) and at `width` of its width, dark on white."""
-    image = Image.fromarray(digit).resize((SIDE, SIDE), Image.Resampling.BICUBIC)
-    image = image.transform(image.size, Image.Transform.AFFINE, (1, lean, -lean * SIDE / 2, 0, 1, 0))
-    narrow = image.resize((max(4, round(SIDE * width)), SIDE), Image.Resampling.BICUBIC)
-    canvas = Image.new("L", (SIDE, SIDE))
-    canvas.paste(narrow, ((SIDE - narrow.width) // 2, 0))
-    buffer = io.BytesIO()
-    Image.fromarray(255 - np.asarray(canvas)).save(buffer, "PNG")
-    return buffer.getvalue()
+    """An MNIST digit redrawn leaning right by `lean` (x per y) and at `width` of its width, dark on white, as
+    benchmarks/finetune.py draws its writer styles."""
+    return encoded(Image.fromarray(255 - np.asarray(squeezed(sheared(ink(digit), lean), width))), "PNG")
+
+
+def framed(digit: np.ndarray, writer: Writer | None = None, **style) -> np.ndarray:
+    """The 28x28 `preprocess` makes of the digit written in `style`, with `writer`'s hand undone."""
+    return preprocess(Image.open(io.BytesIO(written(digit, **style))), writer)
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +39,7 @@ def validation(mnist):
 
 def hand(validation, **style) -> Writer | None:
     digits, labels, reference, reference_labels = validation
-    framed = np.stack([preprocess(Image.open(io.BytesIO(written(digit, **style)))) for digit in digits])
-    return estimate_writer(framed, labels, reference, reference_labels)
+    return estimate_writer(np.stack([framed(digit, **style) for digit in digits]), labels, reference, reference_labels)
 
 
 def test_a_plain_hand_is_left_alone_and_a_slanted_or_narrow_one_is_measured(validation):
@@ -56,8 +54,8 @@ def test_a_plain_hand_is_left_alone_and_a_slanted_or_narrow_one_is_measured(vali
 
 def test_a_few_classes_or_one_class_s_letterform_is_not_a_hand(validation):
     digits, labels, reference, reference_labels = validation
-    narrow = np.stack([preprocess(Image.open(io.BytesIO(written(digit, width=0.5)))) for digit in digits])
-    plain = np.stack([preprocess(Image.open(io.BytesIO(written(digit)))) for digit in digits])
+    narrow = np.stack([framed(digit, width=0.5) for digit in digits])
+    plain = np.stack([framed(digit) for digit in digits])
     few = np.isin(labels, [1, 7])  # narrow 1s and 7s alone: too few classes to tell a hand from their letterforms
     assert estimate_writer(narrow[few], labels[few], reference, reference_labels) is None
     sevens = np.where((labels == 7)[:, None, None], narrow, plain)  # every class but the 7s as MNIST wrote them
@@ -66,11 +64,9 @@ def test_a_few_classes_or_one_class_s_letterform_is_not_a_hand(validation):
 
 def test_straightening_a_hand_frames_its_digits_as_mnist_wrote_them(validation):
     digits = validation[0][:30]
-    as_written = [preprocess(Image.open(io.BytesIO(written(digit, lean=0.6, width=0.5)))) for digit in digits]
-    undone = [
-        preprocess(Image.open(io.BytesIO(written(digit, lean=0.6, width=0.5))), Writer(-0.3, 2.0)) for digit in digits
-    ]
-    originals = [preprocess(Image.open(io.BytesIO(written(digit)))) for digit in digits]
+    as_written = [framed(digit, lean=0.6, width=0.5) for digit in digits]
+    undone = [framed(digit, Writer(-0.3, 2.0), lean=0.6, width=0.5) for digit in digits]
+    originals = [framed(digit) for digit in digits]
     before = np.mean([np.abs(a - b).mean() for a, b in zip(as_written, originals, strict=True)])
     after = np.mean([np.abs(a - b).mean() for a, b in zip(undone, originals, strict=True)])
     assert after < 0.5 * before
