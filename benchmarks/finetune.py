@@ -26,7 +26,8 @@ from digitcnn import load_data, load_model
 from digitcnn.config import FinetuneConfig, parse_knob
 from digitcnn.finetune import finetune_run, hand_of
 from digitcnn.folders import read_samples
-from digitcnn.recognize import read_images
+from digitcnn.recognize import read_images, strip_weights
+from digitcnn.strip_training import StripTrainingConfig, load_strip_reader, validation_accuracy
 from digitcnn.writer import Writer
 
 SIDE = 112  # each digit drawn at 4x MNIST's size, where a bar or a flag can be as wide as the digit's own strokes
@@ -181,6 +182,7 @@ def measure(base, x, y, style: str, seed: int, config: FinetuneConfig, arguments
         results = finetune_run(Path(folder) / "run", config, verbose=False)
         seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
         tuned = load_model(Path(folder) / "run")
+        numbers = strip_numbers(tuned.strip_weights, x, y, arguments.numbers) if tuned.strip_weights else None
     return run | {
         "read_after": round(accuracy(tuned, read_files, read_labels), 4),
         "writer_slant": round(results["writer_slant"], 3),  # the hand it undid (0 and 1: none)
@@ -190,7 +192,14 @@ def measure(base, x, y, style: str, seed: int, config: FinetuneConfig, arguments
         "seconds": round(seconds, 1),
         "cpu_seconds": round(cpu_seconds, 1),
         "train_seconds": results["train_seconds"],
+        "strip_reader_numbers_after": numbers,
     }
+
+
+def strip_numbers(weights, x, y, count: int) -> dict:
+    """The strip reader at `weights` on everyone else's numbers: `count` made of plain validation digits per
+    spacing, read whole (the share read exactly), as strip_training measures the shipped one."""
+    return validation_accuracy(load_strip_reader(weights), x, y, StripTrainingConfig(), count)
 
 
 def summary(runs: list[dict]) -> dict:
@@ -203,6 +212,11 @@ def summary(runs: list[dict]) -> dict:
         row["mnist_validation_after"] = min(run["mnist_validation_after"] for run in runs)
         row["seconds"] = max(run["seconds"] for run in runs)
         row["cpu_seconds"] = max(run["cpu_seconds"] for run in runs)
+        if all(run["strip_reader_numbers_after"] for run in runs):
+            row["strip_reader_numbers_after"] = {
+                spacing: round(statistics.mean(run["strip_reader_numbers_after"][spacing] for run in runs), 4)
+                for spacing in runs[0]["strip_reader_numbers_after"]
+            }
     return row | {"runs": runs}
 
 
@@ -227,13 +241,17 @@ def main() -> None:
         help="each seed draws other digits to teach and read (comma-separated): one draw of 10 samples per digit "
         "moves a style's read-after by several points",
     )
+    parser.add_argument(
+        "--numbers", type=int, default=500, help="plain numbers per spacing the tuned strip reader reads after"
+    )
     parser.add_argument("--tiny", action="store_true", help="one style, 3 taught and 5 read per digit, 5 steps")
     parser.add_argument("--out", default=None, help="default: benchmarks/results/finetune.json (-styles.json)")
     arguments = parser.parse_args()
     overrides = dict(setting.split("=", 1) for setting in arguments.set)
     overrides = {name: parse_knob(FinetuneConfig, name, value) for name, value in overrides.items()}
     if arguments.tiny:
-        arguments.taught, arguments.read, overrides["steps"] = 3, 5, 5
+        arguments.taught, arguments.read, arguments.numbers = 3, 5, 20
+        overrides["steps"], overrides["strip_steps"] = 5, 5
     base = load_model(arguments.model)
     (x_train, y_train), _ = load_data()
     x, y = x_train[-VALIDATION:], y_train[-VALIDATION:]
@@ -275,6 +293,9 @@ def main() -> None:
         "samples_taught_per_digit": arguments.taught,
         "samples_read_per_digit": arguments.read,
         "seeds": seeds,
+        "strip_reader_numbers_before": None
+        if arguments.styles
+        else strip_numbers(strip_weights(base), x, y, arguments.numbers),
         "styles": rows,
         "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         **machine(),

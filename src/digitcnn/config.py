@@ -18,6 +18,7 @@ from .model_config import ModelConfig, model_config_from_dict
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"  # a run folder's model, beside its config
+STRIPS_FILE = "strips.safetensors"  # a fine-tuned run's own strip reader (strips.py), taught the same hand
 
 Optimizer = Literal["adam", "sgd"]  # sgd: with Nesterov momentum
 # onecycle: linear warm-up, then linear decay to zero. plateau: warm-up, the peak held while validation accuracy
@@ -276,6 +277,20 @@ class FinetuneConfig:
         False,
         "keep the samples' slant and width as written, for the fine-tune alone to learn, rather than "
         "estimating them and undoing them before every reading (writer.py)",
+    )
+    # The strip reader, which reads touching digits whole (strips.py), learns the hand too: untaught, it read the
+    # slashed zeros of benchmarks.finetune's styles as 88 or 18, and its reading won over the taught classifier's.
+    strip_steps: int = knob(
+        60, "steps teaching the strip reader's head the samples; 0 keeps the base's reader", at_least=0
+    )
+    strip_batch_size: int = knob(32, "synthetic numbers per strip reader step", at_least=1)
+    # A larger share learned the engineer's hand faster but unlearned more of everyone else's touching numbers
+    # (a quarter: -1 point on the reader's own MNIST numbers, -2 where they overlap; benchmarks/README.md).
+    strip_share: float = knob(
+        0.25, "the share of the strip reader's digits that are the person's", at_least=0.0, below=1.0
+    )
+    strip_learning_rate: float = knob(
+        3e-3, "SGD (momentum 0.9) on the strip reader's head, decaying to zero", at_least=0.0
     )
 
     def __post_init__(self):

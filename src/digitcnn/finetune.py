@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import FinetuneConfig, update_run_config
-from .errors import DigitcnnError
+from .config import STRIPS_FILE, FinetuneConfig, update_run_config
+from .errors import DigitcnnError, ModelError
 from .folders import read_samples, split_per_class
 from .inference import evaluate, load_model, predict_logits
 from .jobs import finish_run, load_labelled, skipped, trained_on
@@ -22,12 +22,16 @@ from .metrics import fit_temperature
 from .model_config import is_torch_model
 from .models import Classifier
 from .pixels import as_pixels
+from .recognize import strip_weights
 from .runs import WEIGHTS_FILE, save_model_file
+from .search import DIGITS
+from .strip_training import export_strip_reader, load_strip_reader, save_strip_reader, tune_strip_reader
 from .train import augment, learning_rate_at, make_optimizer
 from .writer import Writer, estimate_writer, writer_of
 
 # The base's training digits a hand is measured against: the median shape of each class settles long before this.
 REFERENCE_DIGITS = 10_000
+DIGIT_NAMES = [str(digit) for digit in range(DIGITS)]  # the strip reader's classes
 
 
 def finetune_run(out, config: FinetuneConfig, verbose: bool = True) -> dict:
@@ -68,6 +72,9 @@ def finetune_run(out, config: FinetuneConfig, verbose: bool = True) -> dict:
     own, measured = samples.take(kept), samples.take(held)
 
     history = teach(model, (own.images, own.labels), (x_train[:split_at], y_train[:split_at]), config, verbose)
+    strips_taught = teach_strip_reader(
+        model, plain.take(kept), (x_train[:split_at], y_train[:split_at]), config, out, verbose
+    )
     after = evaluate(model, measured.images, measured.labels).accuracy if len(measured.labels) else None
     validation_accuracy = None
     if len(validation[1]):  # the base's temperature was fitted to the base's logits, not these
@@ -85,6 +92,7 @@ def finetune_run(out, config: FinetuneConfig, verbose: bool = True) -> dict:
         "validation_accuracy": validation_accuracy,  # the base data's validation split, after: to tune on
         "samples_used": len(own.labels),
         "samples_skipped": len(samples.problems),
+        "strip_reader_taught": strips_taught,
         "mean_training_loss": history[-1]["loss"],
         "train_seconds": round(history[-1]["seconds"], 2),
     }
@@ -92,6 +100,24 @@ def finetune_run(out, config: FinetuneConfig, verbose: bool = True) -> dict:
     results["seconds"] = round(time.perf_counter() - started, 2)  # everything: loading, teaching, measuring
     update_run_config(out, results=results)
     return results
+
+
+def teach_strip_reader(model, own, rehearsal: tuple, config: FinetuneConfig, out: Path, verbose: bool) -> bool:
+    """Teaches the base's strip reader (the shipped one, or a tuned base's own) the samples as written, and writes
+    it into the run with its checked ONNX twin; whether it did. A model of other classes than the ten digits, or
+    an install without a strip reader, keeps the reader it has."""
+    base = strip_weights(model)
+    if config.strip_steps == 0 or not base.exists() or model.config.class_names[:DIGITS] != DIGIT_NAMES:
+        return False
+    log = (lambda line: print(line, file=sys.stderr, flush=True)) if verbose else None
+    reader = tune_strip_reader(load_strip_reader(base), (own.images, own.labels), rehearsal, config, log)
+    out.mkdir(parents=True, exist_ok=True)
+    save_strip_reader(reader, out / STRIPS_FILE, {"base": str(base), "samples": len(own.labels)})
+    try:
+        export_strip_reader(reader, (out / STRIPS_FILE).with_suffix(".onnx"), out / STRIPS_FILE)
+    except ModelError as error:  # the export extra missing says what to install
+        print(f"no ONNX twin of the strip reader written ({error}): it reads with PyTorch", file=sys.stderr)
+    return True
 
 
 def read_with(config: FinetuneConfig, model_config, plain, writer):

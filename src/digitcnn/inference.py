@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .config import WEIGHTS_FILE, read_run_config
+from .config import STRIPS_FILE, WEIGHTS_FILE, read_run_config
 from .errors import ModelError
 from .files import file_sha256
 from .metrics import negative_log_likelihood, softmax
@@ -40,11 +40,13 @@ def load_model(source: str | Path | None = None, onnx_twin: bool = False):
 
         return OnnxModel(source)
     run_dir = Path(source) if source is not None and Path(source).is_dir() else None
-    if onnx_twin and (twin := load_twin(weights, run_dir)) is not None:
-        return twin
-    from .runs import load_model_file, load_run_model
+    if not (onnx_twin and (model := load_twin(weights, run_dir)) is not None):
+        from .runs import load_model_file, load_run_model
 
-    return load_run_model(run_dir) if run_dir else load_model_file(weights)
+        model = load_run_model(run_dir) if run_dir else load_model_file(weights)
+    # A fine-tuned run reads touching digits with the strip reader taught its hand; any other, the shipped one.
+    model.strip_weights = run_dir / STRIPS_FILE if run_dir and (run_dir / STRIPS_FILE).is_file() else None
+    return model
 
 
 def weights_file(source: str | Path | None) -> Path | None:

@@ -167,7 +167,7 @@ def take_digits(
     threshold = getattr(model.config, "not_a_digit_threshold", None)  # a model with the "not a digit" output
     not_a_digit = probabilities[:, -1] if threshold is not None else None
     searched = lines = best_digits(layout, logits, config, not_a_digit)
-    if config.read_blobs and (read_strips := strip_reader()) is not None:
+    if config.read_blobs and (read_strips := strip_reader(strip_weights(model))) is not None:
 
         def classify(crops: list[np.ndarray]) -> np.ndarray:
             return calibrated(predict_logits(model, np.stack(crops)), model)
@@ -240,6 +240,12 @@ def digit_entry(probabilities: np.ndarray, box: list[int] | None, not_a_digit_th
         if entry["not_a_digit"] >= not_a_digit_threshold:
             entry["label"], entry["unsure"] = None, True
     return entry
+
+
+def strip_weights(model) -> Path:
+    """The strip reader `model` reads touching digits with: its run's own (`finetune` writes one), else the shipped
+    one. A model loaded otherwise than by `load_model` (one still training, an ensemble's member) has no run's."""
+    return getattr(model, "strip_weights", None) or STRIP_READER
 
 
 @functools.cache

@@ -97,9 +97,12 @@ class StripReader(nn.Module):
         )
         self.width = width
 
+    def columns(self, strips: torch.Tensor) -> torch.Tensor:
+        """(N, 1, 32, W) strips -> (N, C, W / 2) features, what the head reads."""
+        return self.features((strips - 0.1307) / 0.3081).squeeze(2)
+
     def forward(self, strips: torch.Tensor) -> torch.Tensor:
-        features = self.features((strips - 0.1307) / 0.3081).squeeze(2)  # N, C, W/2
-        return self.head(features).transpose(1, 2)
+        return self.head(self.columns(strips)).transpose(1, 2)
 
 
 def scaled_digit(digit: np.ndarray, scale: float) -> np.ndarray:
@@ -129,9 +132,10 @@ def digits_in_a_row(placed: list[tuple[np.ndarray, int]], spaces: list[int]) -> 
     return strip
 
 
-def synthetic_number(images: np.ndarray, labels: np.ndarray, rng, config: StripTrainingConfig, count: int):
-    """A number of `count` random digits, as (strip input, its labels)."""
-    chosen = rng.integers(0, len(images), count)
+def synthetic_number(images: np.ndarray, labels: np.ndarray, rng, config: StripTrainingConfig, count: int, draw=None):
+    """A number of `count` random digits, as (strip input, its labels); `draw(rng, count)` picks their indices
+    (uniformly by default)."""
+    chosen = rng.integers(0, len(images), count) if draw is None else draw(rng, count)
     low, high, weights = zip(*config.spacings, strict=True)
     kinds = rng.choice(len(weights), count - 1, p=np.array(weights) / sum(weights))
     placed = []
@@ -158,11 +162,11 @@ def synthetic_number(images: np.ndarray, labels: np.ndarray, rng, config: StripT
     return strip_input(np.clip(enlarged, 0, 1)), labels[chosen]
 
 
-def batch(images, labels, rng, config: StripTrainingConfig):
+def batch(images, labels, rng, config: StripTrainingConfig, draw=None):
     """A padded batch: strips (N, 1, 32, W), targets concatenated, frames and target lengths per strip. Its
     numbers all have as many digits, so few columns are padding."""
     count = int(rng.integers(1, config.max_digits + 1))
-    numbers = [synthetic_number(images, labels, rng, config, count) for _ in range(config.batch_size)]
+    numbers = [synthetic_number(images, labels, rng, config, count, draw) for _ in range(config.batch_size)]
     numbers = [(strip, digits) for strip, digits in numbers if strip is not None]
     width = max(strip.shape[1] for strip, _ in numbers)
     strips = np.zeros((len(numbers), 1, STRIP_HEIGHT, width), np.float32)
@@ -227,6 +231,48 @@ def train_strip_reader(
             }
             save_checkpoint_file(checkpoint, checkpoint_tensors(model, None, optimizer, None), state)
     return model.eval()
+
+
+def tune_strip_reader(reader: StripReader, own: tuple, rehearsal: tuple, config, log=None) -> StripReader:
+    """The reader (trained in place) taught a person's digits as `finetune` teaches the classifier: numbers built
+    of their digits (28x28, framed as written: the reader sees a hand's slant and width) and rehearsal digits,
+    each digit theirs with probability `config.strip_share`, for `config.strip_steps` steps of SGD on the head
+    alone. The convolutions and every BatchNorm's statistics stay the base's: the head learns to name shapes the
+    features already see (a slashed 0 read as 88), with less to unlearn on everyone else's numbers."""
+    own_images, own_labels = own
+    images, labels = np.concatenate([own_images, rehearsal[0]]), np.concatenate([own_labels, rehearsal[1]])
+    mine, theirs = len(own_labels), len(rehearsal[1])
+
+    def draw(rng, count: int) -> np.ndarray:
+        return np.where(
+            rng.random(count) < config.strip_share, rng.integers(0, mine, count), mine + rng.integers(0, theirs, count)
+        )
+
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    numbers = StripTrainingConfig(batch_size=config.strip_batch_size)
+    optimizer = torch.optim.SGD(reader.head.parameters(), lr=config.strip_learning_rate, momentum=0.9)
+    loss_function = nn.CTCLoss(blank=BLANK, zero_infinity=True)
+    reader.eval()
+    reader.head.train()
+    for layer in reader.head:
+        if isinstance(layer, nn.BatchNorm1d):
+            layer.eval()
+    started = time.perf_counter()
+    for step in range(config.strip_steps):
+        strips, targets, frames, lengths = batch(images, labels, rng, numbers, draw)
+        with torch.no_grad():
+            features = reader.columns(strips)
+        log_probabilities = reader.head(features).transpose(1, 2).log_softmax(2).transpose(0, 1)
+        for group in optimizer.param_groups:
+            group["lr"] = config.strip_learning_rate * (1 - step / config.strip_steps)
+        loss = loss_function(log_probabilities, targets, frames, lengths)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    if log is not None:
+        log(f"strip reader: {config.strip_steps} steps, {time.perf_counter() - started:.1f}s")
+    return reader.eval()
 
 
 def checkpoint_path(out) -> Path:
