@@ -181,7 +181,7 @@ def measure(base, x, y, style: str, seed: int, config: FinetuneConfig, arguments
         started, cpu_started = time.perf_counter(), time.process_time()
         results = finetune_run(Path(folder) / "run", config, verbose=False)
         seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
-        tuned = load_model(Path(folder) / "run")
+        tuned = load_model(Path(folder) / "run", onnx_twin=True)
         numbers = strip_numbers(tuned.strip_weights, x, y, arguments.numbers) if tuned.strip_weights else None
     return run | {
         "read_after": round(accuracy(tuned, read_files, read_labels), 4),
@@ -252,7 +252,7 @@ def main() -> None:
     if arguments.tiny:
         arguments.taught, arguments.read, arguments.numbers = 3, 5, 20
         overrides["steps"], overrides["strip_steps"] = 5, 5
-    base = load_model(arguments.model)
+    base = load_model(arguments.model, onnx_twin=True)  # as `digitcnn predict` loads it
     (x_train, y_train), _ = load_data()
     x, y = x_train[-VALIDATION:], y_train[-VALIDATION:]
     config = dataclasses.replace(FinetuneConfig(base=arguments.model, holdout=0.0), **overrides)

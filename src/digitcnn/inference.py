@@ -33,7 +33,10 @@ def load_model(source: str | Path | None = None, onnx_twin: bool = False):
     `train`, `finetune` and `ensemble` write when the export extra is installed, or the file's name with .onnx from
     `digitcnn export`; the shipped model has one) runs on onnxruntime instead, when it is installed and the twin
     was exported from these very weights: the same answers (export checks them against PyTorch) without importing
-    PyTorch. The twin runs one thread, as reading a few images at a time wants, and every core for a large batch."""
+    PyTorch. The twin runs one thread, as reading a few images at a time wants, and every core for a large batch.
+
+    The model's `strip_weights` is its run's own strip reader (`finetune` writes one, taught the same hand), which
+    `recognize` then reads touching digits with; None for the shipped reader."""
     weights = weights_file(source)
     if weights is None:
         from .onnx_model import OnnxModel  # onnx_model imports nothing of inference's, so no circle
