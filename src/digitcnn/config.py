@@ -284,8 +284,8 @@ class FinetuneConfig:
         60, "steps teaching the strip reader's head the samples; 0 keeps the base's reader", at_least=0
     )
     strip_batch_size: int = knob(32, "synthetic numbers per strip reader step", at_least=1)
-    # A larger share learned the engineer's hand faster but unlearned more of everyone else's touching numbers
-    # (a quarter: -1 point on the reader's own MNIST numbers, -2 where they overlap; benchmarks/README.md).
+    # A larger share learned no more of the engineer's hand and unlearned more of everyone else's touching numbers;
+    # a smaller one learned too little of it (benchmarks/README.md, "The strip reader learns the hand too").
     strip_share: float = knob(
         0.25, "the share of the strip reader's digits that are the person's", at_least=0.0, below=1.0
     )
