@@ -93,6 +93,17 @@ def test_the_training_script_writes_a_reader_and_its_checked_twin(tmp_path, caps
     assert "step 20/20: loss" in capsys.readouterr().out
 
 
+def test_a_finer_pen_never_erases_a_number_of_hairline_strokes():
+    """A 1 drawn thin on the page and taught by finetune is a one-pixel line at 28x28; the finer pen some numbers
+    are drawn with would leave nothing of it, and there would be no strip to read."""
+    hairline = np.zeros((1, 28, 28), np.uint8)
+    hairline[0, 4:24, 14] = 255
+    rng, config = np.random.default_rng(0), StripTrainingConfig()
+    for _ in range(200):
+        strip, labels = synthetic_number(hairline, np.array([1]), rng, config, 1)
+        assert strip.max() > 0.1 and labels.tolist() == [1]
+
+
 def test_an_interrupted_training_resumes_to_the_weights_of_one_never_interrupted(mnist, tmp_path, monkeypatch, capsys):
     out = tmp_path / "reader.safetensors"
     checkpoint = checkpoint_path(out)
