@@ -59,6 +59,7 @@ class StripTrainingConfig:
     enlarge: tuple = (1.5, 5.0)  # the built number is enlarged by this before strip_input scales it back
     shear: float = 0.3  # columns per row, either way
     thicker_pen: int = 2  # px at MNIST's scale
+    thinner_pen: int = 1  # px at MNIST's scale; 0 for a person's own digits, which come in their own pen
 
     def __post_init__(self):
         if self.steps < 1 or self.checkpoint_every < 1:
@@ -154,7 +155,7 @@ def synthetic_number(images: np.ndarray, labels: np.ndarray, rng, config: StripT
         (1, shear, -slack if shear > 0 else 0, 0, 1, 0), Image.Resampling.BILINEAR,
     )  # fmt: skip
     enlarged = np.asarray(enlarged, np.float32)
-    pen = int(rng.integers(-1, config.thicker_pen + 1))  # strokes a pixel thinner to this much thicker
+    pen = int(rng.integers(-config.thinner_pen, config.thicker_pen + 1))  # strokes thinner or thicker by this
     if pen and rng.random() < 0.5:
         penned = morphology(enlarged, round(pen * factor / 2))
         # A finer pen may erase a number of hairline strokes (a thin 1 drawn on the page, taught by finetune): that
@@ -253,7 +254,8 @@ def tune_strip_reader(reader: StripReader, own: tuple, rehearsal: tuple, config,
 
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    numbers = StripTrainingConfig(batch_size=config.strip_batch_size)
+    # A finer pen would wipe out a hairline digit drawn on the page beside thicker ones, and its label would stay.
+    numbers = StripTrainingConfig(batch_size=config.strip_batch_size, thinner_pen=0)
     optimizer = torch.optim.SGD(reader.head.parameters(), lr=config.strip_learning_rate, momentum=0.9)
     loss_function = nn.CTCLoss(blank=BLANK, zero_infinity=True)
     reader.eval()
