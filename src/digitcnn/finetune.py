@@ -22,16 +22,14 @@ from .metrics import fit_temperature
 from .model_config import is_torch_model
 from .models import Classifier
 from .pixels import as_pixels
-from .recognize import strip_weights
+from .recognize import reads_numbers, strip_weights
 from .runs import WEIGHTS_FILE, save_model_file
-from .search import DIGITS
 from .strip_training import export_strip_reader, load_strip_reader, save_strip_reader, tune_strip_reader
 from .train import augment, learning_rate_at, make_optimizer
 from .writer import Writer, estimate_writer, writer_of
 
 # The base's training digits a hand is measured against: the median shape of each class settles long before this.
 REFERENCE_DIGITS = 10_000
-DIGIT_NAMES = [str(digit) for digit in range(DIGITS)]  # the strip reader's classes
 
 
 def finetune_run(out, config: FinetuneConfig, verbose: bool = True) -> dict:
@@ -107,7 +105,7 @@ def teach_strip_reader(model, own, rehearsal: tuple, config: FinetuneConfig, out
     it into the run with its checked ONNX twin; whether it did. A model of other classes than the ten digits, or
     an install without a strip reader, keeps the reader it has."""
     base = strip_weights(model)
-    if config.strip_steps == 0 or not base.exists() or model.config.class_names[:DIGITS] != DIGIT_NAMES:
+    if config.strip_steps == 0 or not base.exists() or not reads_numbers(model.config):
         return False
     log = (lambda line: print(line, file=sys.stderr, flush=True)) if verbose else None
     reader = tune_strip_reader(load_strip_reader(base), (own.images, own.labels), rehearsal, config, log)

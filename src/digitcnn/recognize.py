@@ -85,8 +85,14 @@ def read_images(
     return readings
 
 
+def reads_numbers(model_config) -> bool:
+    """Whether a model's first ten classes are the ten digits: only then are its images read as numbers (the search
+    and the strip reader, which knows the digits alone); a model of letters reads each image as one character."""
+    return [str(digit) for digit in range(DIGITS)] == list(model_config.class_names[:DIGITS])
+
+
 def read_chunk(model, sources: list, names: list, keep_originals: bool, config: SegmentConfig) -> list[Reading]:
-    reads_numbers = [str(digit) for digit in range(DIGITS)] == list(model.config.class_names[:DIGITS])
+    as_numbers = reads_numbers(model.config)
     writer = writer_of(model.config)  # a hand the model was fine-tuned to have undone
     readings, inputs = [], []
     wholes: dict[int, np.ndarray] = {}  # reading index -> the image framed whole as one digit (reject models)
@@ -95,7 +101,7 @@ def read_chunk(model, sources: list, names: list, keep_originals: bool, config: 
         try:
             image = opened(source, config.working_side)
             reading.original = image if keep_originals else None
-            if reads_numbers:
+            if as_numbers:
                 reading.layout = lay_out(image, config, writer)
                 inputs.extend(reading.layout.inputs)
                 if rejects(model.config):
