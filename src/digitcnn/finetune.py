@@ -57,11 +57,12 @@ def finetune_run(out, config: FinetuneConfig, verbose: bool = True) -> dict:
     data = trained_on(config.base, model.config)
     (x_train, y_train), test, _ = load_labelled(data)
     split_at = len(x_train) - int(len(x_train) * data.validation_split)
-    validation = (x_train[split_at:], y_train[split_at:])
+    rehearsal, validation = (x_train[:split_at], y_train[:split_at]), (x_train[split_at:], y_train[split_at:])
     # "Before" reads the held-out samples as the base reads them: with the hand it undoes, if it was tuned already.
     measured = read_with(config, model.config, plain, writer_of(model.config)).take(held)
     before = evaluate(model, measured.images, measured.labels).accuracy if len(measured.labels) else None
-    writer = None if config.as_written else hand_of(plain.take(kept), x_train[:split_at], y_train[:split_at])
+    taught_as_written = plain.take(kept)  # the hand is measured on these, and the strip reader reads ink as written
+    writer = None if config.as_written else hand_of(taught_as_written, *rehearsal)
     hand = writer or Writer()
     model.config = dataclasses.replace(model.config, writer_slant=hand.slant, writer_width=hand.width)
     if verbose and writer is not None:
@@ -69,10 +70,8 @@ def finetune_run(out, config: FinetuneConfig, verbose: bool = True) -> dict:
     samples = read_with(config, model.config, plain, writer)  # as the tuned model will read them
     own, measured = samples.take(kept), samples.take(held)
 
-    history = teach(model, (own.images, own.labels), (x_train[:split_at], y_train[:split_at]), config, verbose)
-    strips_taught = teach_strip_reader(
-        model, plain.take(kept), (x_train[:split_at], y_train[:split_at]), config, out, verbose
-    )
+    history = teach(model, (own.images, own.labels), rehearsal, config, verbose)
+    strips_taught = teach_strip_reader(model, taught_as_written, rehearsal, config, out, verbose)
     after = evaluate(model, measured.images, measured.labels).accuracy if len(measured.labels) else None
     validation_accuracy = None
     if len(validation[1]):  # the base's temperature was fitted to the base's logits, not these
