@@ -44,7 +44,7 @@ class SegmentConfig:
     stack_gap: float = 0.25  # ...or when one stands above the other, this much of the taller's height apart at most,
     stack_columns: float = 0.0  # sharing this much of the narrower's columns (0: meeting): a broken digit, a 5's flag
     min_height: float = 0.45  # a digit stands at least this tall: smaller numbers mixed in still read
-    max_width: float = 1.4  # and is no wider than this: two digits side by side are
+    max_width: float = 1.4  # and is no wider than this, short marks beside it aside: two digits side by side are
     max_inner_gap: float = 0.35  # pieces further apart than this are two digits, never one
     max_pieces: int = 6  # pieces one digit may be made of
     max_digit_overlap: float = 0.5  # of the narrower's width: neighbouring digits share fewer columns than this
@@ -363,11 +363,15 @@ def add_candidates(layout: Layout, config: SegmentConfig) -> None:
                 right_so_far = max(right_so_far, group[-1].right)
                 left, right = min(p.left for p in group), max(p.right for p in group)
                 top, bottom = min(p.top for p in group), max(p.bottom for p in group)
-                one_blob = len({piece.component for piece in group}) == 1
-                if right - left > config.max_width * line_height and not (one_blob and len(group) == group[0].parts):
-                    if one_blob:  # wider than a digit, but all of one blob of ink may be one (a flat 0 or 2)
+                if right - left > config.max_width * line_height:
+                    # Wider than a digit. Two tall blobs side by side are two digits, but one blob, whole, and the
+                    # short marks beside it may be one (a flat 0 or 2, a 5 whose flag reaches past its body).
+                    parts_of = {piece.component: piece.parts for piece in group}
+                    boxes = layout.component_boxes[[component - 1 for component in parts_of]]
+                    if np.count_nonzero(boxes[:, 1] - boxes[:, 0] >= config.min_height * line_height) > 1:
+                        break
+                    if len(group) < sum(parts_of.values()):  # part of a cut blob: the rest of it may follow
                         continue
-                    break
                 if bottom - top < config.min_height * line_height:
                     continue
                 key = tuple(sorted((p.component, p.part, p.parts) for p in group))
