@@ -364,14 +364,17 @@ def add_candidates(layout: Layout, config: SegmentConfig) -> None:
                 left, right = min(p.left for p in group), max(p.right for p in group)
                 top, bottom = min(p.top for p in group), max(p.bottom for p in group)
                 if right - left > config.max_width * line_height:
-                    # Wider than a digit. Two tall blobs side by side are two digits, but one blob, whole, and the
-                    # short marks beside it may be one (a flat 0 or 2, a 5 whose flag reaches past its body).
+                    # Wider than a digit, so two digits side by side, unless it is one blob of ink, whole (a flat 0
+                    # or 2), or one digit-sized blob and short marks over its columns (a 5's flag reaching past it).
                     parts_of = {piece.component: piece.parts for piece in group}
-                    boxes = layout.component_boxes[[component - 1 for component in parts_of]]
-                    if np.count_nonzero(boxes[:, 1] - boxes[:, 0] >= config.min_height * line_height) > 1:
-                        break
-                    if len(group) < sum(parts_of.values()):  # part of a cut blob: the rest of it may follow
+                    whole = len(group) == sum(parts_of.values())
+                    if len(parts_of) == 1 and not whole:  # part of a cut blob: the rest of it may follow
                         continue
+                    if not (
+                        whole
+                        and one_digit_and_marks(layout.component_boxes[[c - 1 for c in parts_of]], line_height, config)
+                    ):
+                        break
                 if bottom - top < config.min_height * line_height:
                     continue
                 key = tuple(sorted((p.component, p.part, p.parts) for p in group))
@@ -391,6 +394,18 @@ def add_candidates(layout: Layout, config: SegmentConfig) -> None:
                         ]
                     )
                 layout.candidates.append((line, first, end, layout.known[key]))
+
+
+def one_digit_and_marks(boxes: np.ndarray, line_height: float, config: SegmentConfig) -> bool:
+    """Whether components [top, bottom, left, right) are one blob, or one digit-sized blob and pieces too short
+    to be digits that share its columns: a digit's own marks, where a short piece beside it is a neighbour's."""
+    tall = boxes[:, 1] - boxes[:, 0] >= config.min_height * line_height
+    if len(boxes) == 1:
+        return True
+    if np.count_nonzero(tall) != 1:
+        return False
+    digit, marks = boxes[tall][0], boxes[~tall]
+    return bool(np.all((np.minimum(marks[:, 3], digit[3]) - np.maximum(marks[:, 2], digit[2])) > 0))
 
 
 def crop(
