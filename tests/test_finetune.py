@@ -124,7 +124,7 @@ def test_as_written_keeps_the_hand_for_the_fine_tune_alone_to_learn(narrow_write
 def test_the_strip_reader_learns_the_hand_too(mnist, tmp_path, capsys):
     """A programmer's slashed 0 is wider than tall, so it is also read whole by the strip reader, which, never
     taught it, reads it as 10, 8 or 18; the run's own reader, taught 10 of them, reads more of the others as 0."""
-    from digitcnn.inference import load_model
+    from digitcnn.inference import exported_strip_reader, load_model
     from digitcnn.recognize import STRIP_READER, strip_reader
     from digitcnn.strips import decode
 
@@ -147,6 +147,15 @@ def test_the_strip_reader_learns_the_hand_too(mnist, tmp_path, capsys):
         return np.mean(["".join(str(digit.argmax()) for digit, _ in decode(row)) == "0" for row in readings])
 
     assert read_as_zero(tuned.strip_weights) >= read_as_zero(STRIP_READER) + 0.25  # 0.45 against 0.10 at seed 0
+
+    # Exported, the run takes its reader along; an export of a model without one leaves none behind.
+    exported = tmp_path / "mine.onnx"
+    assert main(["export", "--model", str(out), "--out", str(exported)]) == 0
+    assert "the run's own strip reader" in capsys.readouterr().out
+    assert load_model(exported).strip_weights == exported_strip_reader(exported) == tmp_path / "mine.strips.onnx"
+    assert read_as_zero(exported_strip_reader(exported)) == read_as_zero(tuned.strip_weights)
+    assert main(["export", "--out", str(exported)]) == 0
+    assert not exported_strip_reader(exported).exists() and load_model(exported).strip_weights is None
 
 
 def slashed_zero_strip(digit: np.ndarray) -> np.ndarray:

@@ -219,16 +219,34 @@ def run_export(arguments) -> int:
     _, (x_test, _) = load_split(DataConfig(dataset=arguments.dataset or model.config.dataset, path=arguments.data))
     source = weights_file(arguments.model)  # recorded in the file: beside those weights, it is their twin
     report = export_onnx(model, arguments.out, images=x_test[:VALIDATION_DIGITS], source=source)
+    report["strip_reader"] = export_own_strip_reader(model, Path(arguments.out))
     if arguments.json:
         print(json.dumps(report))
     else:
         print(f"wrote {report['path']} (ONNX opset {report['opset']})")
+        if report["strip_reader"]:
+            print(f"wrote {report['strip_reader']}, the run's own strip reader, read with it")
         print(
             f"checked against PyTorch on {report['digits']} test digits: max abs logit difference "
             f"{report['max_abs_difference']:.2e} (tolerance {report['tolerance']:g}), "
             f"labels identical: {'yes' if report['labels_identical'] else 'no'}"
         )
     return 0
+
+
+def export_own_strip_reader(model, exported: Path) -> str | None:
+    """A fine-tuned run's own strip reader, exported beside its model (where `load_model` of the .onnx finds it);
+    None for a model that reads with the shipped one, whose stale reader from an earlier export there is removed."""
+    from .inference import exported_strip_reader
+
+    beside = exported_strip_reader(exported)
+    if model.strip_weights is None:
+        beside.unlink(missing_ok=True)
+        return None
+    from .strip_training import export_strip_reader, load_strip_reader
+
+    export_strip_reader(load_strip_reader(model.strip_weights), beside, model.strip_weights)
+    return str(beside)
 
 
 def run_explain(arguments) -> int:

@@ -35,13 +35,18 @@ def load_model(source: str | Path | None = None, onnx_twin: bool = False):
     was exported from these very weights: the same answers (export checks them against PyTorch) without importing
     PyTorch. The twin runs one thread, as reading a few images at a time wants, and every core for a large batch.
 
-    The model's `strip_weights` is its run's own strip reader (`finetune` writes one, taught the same hand), which
-    `recognize` then reads touching digits with; None for the shipped reader."""
+    The model's `strip_weights` is its run's own strip reader (`finetune` writes one, taught the same hand; an
+    exported run's is beside its .onnx), which `recognize` then reads touching digits with; None for the shipped
+    reader."""
     weights = weights_file(source)
     if weights is None:
         from .onnx_model import OnnxModel  # onnx_model imports nothing of inference's, so no circle
 
-        return OnnxModel(source)
+        model = OnnxModel(source)
+        # An exported fine-tuned run carries its strip reader beside it (`digitcnn export`).
+        beside = exported_strip_reader(source)
+        model.strip_weights = beside if beside.is_file() else None
+        return model
     run_dir = Path(source) if source is not None and Path(source).is_dir() else None
     if not (onnx_twin and (model := load_twin(weights, run_dir)) is not None):
         from .runs import load_model_file, load_run_model
@@ -50,6 +55,11 @@ def load_model(source: str | Path | None = None, onnx_twin: bool = False):
     # A fine-tuned run reads touching digits with the strip reader taught its hand; any other, the shipped one.
     model.strip_weights = run_dir / STRIPS_FILE if run_dir and (run_dir / STRIPS_FILE).is_file() else None
     return model
+
+
+def exported_strip_reader(exported: str | Path) -> Path:
+    """Where `digitcnn export` writes a run's own strip reader beside the exported model: model.strips.onnx."""
+    return Path(exported).with_suffix(".strips.onnx")
 
 
 def weights_file(source: str | Path | None) -> Path | None:

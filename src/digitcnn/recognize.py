@@ -258,9 +258,11 @@ def strip_weights(model) -> Path:
 def strip_reader(weights: Path = STRIP_READER):
     """The shipped strip reader (or the one at `weights`) as a function of strips, or None in an install without it:
     its ONNX twin when onnxruntime is installed and the twin was exported from these weights, else the weights in
-    PyTorch."""
+    PyTorch. `weights` may be an exported run's reader, an .onnx file alone."""
     if not weights.exists():
         return None
+    if weights.suffix == ".onnx":  # an exported run's own reader: nothing beside it to check it against
+        return OnnxStripReader(weights)
     twin = weights.with_suffix(".onnx")
     try:
         if twin.is_file() and (reader := OnnxStripReader(twin)).source_sha256 == file_sha256(weights):
