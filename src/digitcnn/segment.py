@@ -44,7 +44,7 @@ class SegmentConfig:
     stack_gap: float = 0.25  # ...or when one stands above the other, this much of the taller's height apart at most,
     stack_columns: float = 0.0  # sharing this much of the narrower's columns (0: meeting): a broken digit, a 5's flag
     min_height: float = 0.45  # a digit stands at least this tall: smaller numbers mixed in still read
-    max_width: float = 1.4  # and is no wider than this, short marks beside it aside: two digits side by side are
+    max_width: float = 1.4  # and is no wider than this, but for short marks over it: two digits side by side are
     max_inner_gap: float = 0.35  # pieces further apart than this are two digits, never one
     max_pieces: int = 6  # pieces one digit may be made of
     max_digit_overlap: float = 0.5  # of the narrower's width: neighbouring digits share fewer columns than this
@@ -399,9 +399,9 @@ def add_candidates(layout: Layout, config: SegmentConfig) -> None:
 def one_digit_and_marks(boxes: np.ndarray, line_height: float, config: SegmentConfig) -> bool:
     """Whether components [top, bottom, left, right) are one blob, or one digit-sized blob and pieces too short
     to be digits that share its columns: a digit's own marks, where a short piece beside it is a neighbour's."""
-    tall = boxes[:, 1] - boxes[:, 0] >= config.min_height * line_height
     if len(boxes) == 1:
         return True
+    tall = boxes[:, 1] - boxes[:, 0] >= config.min_height * line_height
     if np.count_nonzero(tall) != 1:
         return False
     digit, marks = boxes[tall][0], boxes[~tall]
