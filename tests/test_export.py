@@ -99,6 +99,10 @@ def test_export_through_the_cli_reports_its_check(small_run, tmp_path):
     as_json = run_cli("export", "--model", run_dir, "--out", out, "--json", check=True)
     report = json.loads(as_json.stdout)
     assert report["passed"] and report["digits"] == 1000 and report["max_abs_difference"] <= TOLERANCE
+    again = run_cli("export", "--model", out, "--out", tmp_path / "again.onnx")  # an export is not traced again
+    assert again.returncode == 2 and again.stderr.strip().splitlines() == [
+        "digitcnn: error: export traces the model in PyTorch: pass its run folder or .safetensors, not an .onnx"
+    ]
 
 
 def test_predict_and_evaluate_accept_an_onnx_model(small_run, exported, mnist, tmp_path):

@@ -213,9 +213,12 @@ def run_show(arguments) -> int:
 def run_export(arguments) -> int:
     from .inference import load_model, weights_file
     from .jobs import load_split
+    from .model_config import is_torch_model
     from .onnx_model import VALIDATION_DIGITS, export_onnx  # it names the package to install if onnx is missing
 
     model = load_model(arguments.model)
+    if not is_torch_model(model):
+        raise DigitcnnError("export traces the model in PyTorch: pass its run folder or .safetensors, not an .onnx")
     _, (x_test, _) = load_split(DataConfig(dataset=arguments.dataset or model.config.dataset, path=arguments.data))
     source = weights_file(arguments.model)  # recorded in the file: beside those weights, it is their twin
     report = export_onnx(model, arguments.out, images=x_test[:VALIDATION_DIGITS], source=source)
