@@ -3,15 +3,15 @@
 Each line's pieces are walked left to right; a path through them takes each piece into exactly one digit or
 leaves it out, and is worth the sum of its digits' log-probabilities (the classifier's belief that the crop is
 that digit; with a not-a-digit output, its mass is belief in none of them) plus the search's weights in
-SegmentConfig (a digit much shorter than its line's tallest ink pays for it). Dynamic programming keeps the best
-path: as many candidates as the line has, each seen once.
+SegmentConfig (a digit much shorter than its line's tallest ink pays for it, and so does one whose blobs stand
+apart). Dynamic programming keeps the best path: as many candidates as the line has, each seen once.
 """
 
 import math
 
 import numpy as np
 
-from .segment import DEFAULTS, Layout, Piece, SegmentConfig, short_digit_cost
+from .segment import DEFAULTS, Layout, Piece, SegmentConfig, short_digit_cost, side_by_side_cost
 
 DIGITS = 10  # the digit classes are a model's first ten; any output after them is not a digit
 
@@ -39,6 +39,7 @@ def best_digits(
     for line, first, end, index in layout.candidates:
         starting.setdefault((line, first), []).append((end, index))
         scores[index] -= short_digit_cost(layout.boxes[index], layout, line, config)
+        scores[index] -= side_by_side_cost(layout.lines[line][first:end], layout.line_heights[line], config)
     found = []
     for line in range(len(layout.lines)):
         digits = line_digits(layout, line, starting, scores, config, leave_out_digits=False)

@@ -82,6 +82,13 @@ class SegmentConfig:
     # (strips.reread_blobs). Chosen on validation numbers and digits (benchmarks/README.md).
     short_digit: float = 0.7
     short_digit_cost: float = 3.0
+    # One digit's strokes that part leave a sliver of empty columns between them at most (a 4's or a 9's stem); two
+    # digits written close stand further apart, yet the crop of both may read as one sure digit ("44" as a 4) where
+    # a narrow neighbour alone reads unsure. So a digit holding digit-tall blobs with side_by_side_gap of its line's
+    # height or more of empty columns between them pays side_by_side_cost per such gap. Chosen on validation
+    # numbers and digits (benchmarks/README.md).
+    side_by_side_gap: float = 0.07
+    side_by_side_cost: float = 1.5
 
 
 DEFAULTS = SegmentConfig()
@@ -134,6 +141,29 @@ def short_digit_cost(box: list[int], layout: Layout, line: int, config: SegmentC
     tallest = float((components[:, 1] - components[:, 0]).max()) * layout.scale[1]
     shortfall = max(0.0, config.short_digit - (box[3] - box[1]) / tallest) / config.short_digit
     return config.short_digit_cost * shortfall
+
+
+def side_by_side_cost(pieces: list[Piece], line_height: float, config: SegmentConfig) -> float:
+    """What a digit made of `pieces` pays for the digit-tall blobs in it that stand apart, side by side
+    (SegmentConfig.side_by_side_gap): config.side_by_side_cost per gap of empty columns between them."""
+    spans: dict[int, list[int]] = {}  # component -> the columns and rows of its pieces in this digit
+    for piece in pieces:
+        span = spans.setdefault(piece.component, [piece.left, piece.right, piece.top, piece.bottom])
+        span[:] = (
+            min(span[0], piece.left),
+            max(span[1], piece.right),
+            min(span[2], piece.top),
+            max(span[3], piece.bottom),
+        )
+    tall = sorted(
+        (left, right) for left, right, top, bottom in spans.values() if bottom - top >= config.min_height * line_height
+    )
+    gaps, right_so_far = 0, None
+    for left, right in tall:
+        if right_so_far is not None and left - right_so_far >= config.side_by_side_gap * line_height:
+            gaps += 1
+        right_so_far = right if right_so_far is None else max(right_so_far, right)
+    return config.side_by_side_cost * gaps
 
 
 def working_copy(image: Image.Image, config: SegmentConfig) -> tuple[np.ndarray, tuple[float, float]]:
