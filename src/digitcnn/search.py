@@ -39,7 +39,7 @@ def best_digits(
     for line, first, end, index in layout.candidates:
         starting.setdefault((line, first), []).append((end, index))
         scores[index] -= short_digit_cost(layout.boxes[index], layout, line, config)
-        scores[index] -= side_by_side_cost(layout.lines[line][first:end], layout.line_heights[line], config)
+        scores[index] -= side_by_side_cost(layout, line, first, end, config)
     found = []
     for line in range(len(layout.lines)):
         digits = line_digits(layout, line, starting, scores, config, leave_out_digits=False)

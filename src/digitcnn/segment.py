@@ -143,11 +143,16 @@ def short_digit_cost(box: list[int], layout: Layout, line: int, config: SegmentC
     return config.short_digit_cost * shortfall
 
 
-def side_by_side_cost(pieces: list[Piece], line_height: float, config: SegmentConfig) -> float:
-    """What a digit made of `pieces` pays for the digit-tall blobs in it that stand apart, side by side
-    (SegmentConfig.side_by_side_gap): config.side_by_side_cost per gap of empty columns between them."""
+def side_by_side_cost(layout: Layout, line: int, first: int, end: int, config: SegmentConfig) -> float:
+    """What a digit made of pieces [first, end) of layout line `line` pays for the blobs in it that stand apart,
+    side by side (SegmentConfig.side_by_side_gap): config.side_by_side_cost per gap of empty columns between two
+    blobs each as tall as a digit of this line (config.short_digit of its tallest; a shorter one is a mark)."""
+    pieces = layout.lines[line]
+    components = layout.component_boxes[[piece.component - 1 for piece in pieces]]
+    tallest = float((components[:, 1] - components[:, 0]).max())
+    digit_tall = max(config.min_height * layout.line_heights[line], config.short_digit * tallest)
     spans: dict[int, list[int]] = {}  # component -> the columns and rows of its pieces in this digit
-    for piece in pieces:
+    for piece in pieces[first:end]:
         span = spans.setdefault(piece.component, [piece.left, piece.right, piece.top, piece.bottom])
         span[:] = (
             min(span[0], piece.left),
@@ -155,12 +160,10 @@ def side_by_side_cost(pieces: list[Piece], line_height: float, config: SegmentCo
             min(span[2], piece.top),
             max(span[3], piece.bottom),
         )
-    tall = sorted(
-        (left, right) for left, right, top, bottom in spans.values() if bottom - top >= config.min_height * line_height
-    )
+    tall = sorted((left, right) for left, right, top, bottom in spans.values() if bottom - top >= digit_tall)
     gaps, right_so_far = 0, None
     for left, right in tall:
-        if right_so_far is not None and left - right_so_far >= config.side_by_side_gap * line_height:
+        if right_so_far is not None and left - right_so_far >= config.side_by_side_gap * layout.line_heights[line]:
             gaps += 1
         right_so_far = right if right_so_far is None else max(right_so_far, right)
     return config.side_by_side_cost * gaps
