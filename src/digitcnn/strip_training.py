@@ -40,7 +40,7 @@ INK = 0.5  # a pixel above half intensity is ink when the space between two digi
 class StripTrainingConfig:
     """Every knob of the strip reader's training and of the numbers it is trained on."""
 
-    steps: int = 6000  # batches; ~29 min on 2 cores
+    steps: int = 12_000  # batches; ~66 min on 2 cores (6,000 read overlapping numbers 2-3 points worse)
     # Steps between checkpoints (one is also written after the last step): an interruption costs ~1 min of training
     # at most, for a ~5 MB write that takes a fraction of a second. How often one is written does not change the run.
     checkpoint_every: int = 250
