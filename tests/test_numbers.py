@@ -241,7 +241,7 @@ def test_two_digits_that_stand_apart_are_not_read_as_one(mnist):
         return float(np.mean([reading.text == truth for reading, truth in zip(readings, truths, strict=True)]))
 
     with_the_cost = share_right(DEFAULTS)
-    assert with_the_cost >= 0.75  # 80 of 100 when it was written; 68 without the cost
+    assert with_the_cost >= 0.8  # 89 of 100 when it was written; 78 without the cost
     assert share_right(dataclasses.replace(DEFAULTS, side_by_side_cost=0.0)) <= with_the_cost - 0.08
 
 
