@@ -146,7 +146,8 @@ def test_the_strip_reader_learns_the_hand_too(mnist, tmp_path, capsys):
         readings = strip_reader(weights)(strips)
         return np.mean(["".join(str(digit.argmax()) for digit, _ in decode(row)) == "0" for row in readings])
 
-    assert read_as_zero(tuned.strip_weights) >= read_as_zero(STRIP_READER) + 0.25  # 0.45 against 0.10 at seed 0
+    # 0.22 against 0.05 at seed 0 (0.45 against 0.10 with the 6,000-step shipped reader, stop 30)
+    assert read_as_zero(tuned.strip_weights) >= read_as_zero(STRIP_READER) + 0.12
 
     # Exported, the run takes its reader along; an export of a model without one leaves none behind.
     exported = tmp_path / "mine.onnx"

@@ -170,10 +170,12 @@ def test_a_short_mark_beside_a_digit_is_not_read_as_a_one(mnist):
     _, (x_test, y_test) = mnist
     files = [paper_png(with_a_mark_beside(digit)) for digit in x_test[:80].astype(np.float32) / 255]
     model = load_model(None)
-    with_the_cost = share_read_right(model, files, y_test, DEFAULTS)
-    assert with_the_cost >= 0.9  # 75 of 80 when it was written; 64 without the cost
-    without = share_read_right(model, files, y_test, dataclasses.replace(DEFAULTS, short_digit_cost=0.0))
-    assert without <= with_the_cost - 0.1
+    assert share_read_right(model, files, y_test, DEFAULTS) >= 0.95  # 79 of 80 (75 with the 6,000-step strip reader)
+    # The search alone shows the cost: the strip reader's second look now reads most of them right without it too.
+    search_alone = dataclasses.replace(DEFAULTS, read_blobs=False)
+    with_the_cost = share_read_right(model, files, y_test, search_alone)
+    without = share_read_right(model, files, y_test, dataclasses.replace(search_alone, short_digit_cost=0.0))
+    assert without <= with_the_cost - 0.5  # 67 and 13 of 80
 
 
 def with_a_long_flag(five: np.ndarray) -> np.ndarray:
