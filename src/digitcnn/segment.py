@@ -132,13 +132,19 @@ class Layout:
     writer: Writer | None = None  # a hand undone in every crop (writer.py; a fine-tuned model's)
 
 
+def tallest_component(layout: Layout, line: int) -> float:
+    """The height of the tallest component on layout line `line`, in working pixels: what a digit of it is measured
+    against (SegmentConfig.short_digit)."""
+    components = layout.component_boxes[[piece.component - 1 for piece in layout.lines[line]]]
+    return float((components[:, 1] - components[:, 0]).max())
+
+
 def short_digit_cost(box: list[int], layout: Layout, line: int, config: SegmentConfig) -> float:
     """What a digit in `box` ([x0, y0, x1, y1], the original's pixels) on layout line `line` pays for standing
     shorter than config.short_digit of the tallest component on that line (SegmentConfig.short_digit_cost)."""
     if config.short_digit <= 0:
         return 0.0
-    components = layout.component_boxes[[piece.component - 1 for piece in layout.lines[line]]]
-    tallest = float((components[:, 1] - components[:, 0]).max()) * layout.scale[1]
+    tallest = tallest_component(layout, line) * layout.scale[1]
     shortfall = max(0.0, config.short_digit - (box[3] - box[1]) / tallest) / config.short_digit
     return config.short_digit_cost * shortfall
 
@@ -147,12 +153,11 @@ def side_by_side_cost(layout: Layout, line: int, first: int, end: int, config: S
     """What a digit made of pieces [first, end) of layout line `line` pays for the blobs in it that stand apart,
     side by side (SegmentConfig.side_by_side_gap): config.side_by_side_cost per gap of empty columns between two
     blobs each as tall as a digit of this line (config.short_digit of its tallest; a shorter one is a mark)."""
-    pieces = layout.lines[line]
-    components = layout.component_boxes[[piece.component - 1 for piece in pieces]]
-    tallest = float((components[:, 1] - components[:, 0]).max())
-    digit_tall = max(config.min_height * layout.line_heights[line], config.short_digit * tallest)
+    digit_tall = max(
+        config.min_height * layout.line_heights[line], config.short_digit * tallest_component(layout, line)
+    )
     spans: dict[int, list[int]] = {}  # component -> the columns and rows of its pieces in this digit
-    for piece in pieces[first:end]:
+    for piece in layout.lines[line][first:end]:
         span = spans.setdefault(piece.component, [piece.left, piece.right, piece.top, piece.bottom])
         span[:] = (
             min(span[0], piece.left),
