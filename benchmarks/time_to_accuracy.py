@@ -49,12 +49,13 @@ def one_run(arch: str, epochs: int | None, seed: int, limit: int | None) -> dict
     return {"seed": seed, "seconds": round(seconds, 1), "test_accuracy": round(accuracy, 4)}
 
 
-def command_run(dataset: str, epochs: int | None, seed: int, limit: int | None) -> dict:
-    """`digitcnn train --dataset D --seed N` in its own process, timed from start to exit, and the test accuracy it
-    wrote."""
+def command_run(dataset: str, arch: str | None, epochs: int | None, seed: int, limit: int | None) -> dict:
+    """`digitcnn train --dataset D --seed N` (with `--arch A` if one is given) in its own process, timed from start
+    to exit, and the test accuracy it wrote."""
     with tempfile.TemporaryDirectory() as folder:
         command = [sys.executable, "-m", "digitcnn", "train", "--dataset", dataset, "--seed", str(seed)]
         command += ["--out", str(Path(folder) / "run")]
+        command += ["--arch", arch] if arch else []
         command += ["--epochs", str(epochs)] if epochs else []
         command += ["--limit", str(limit)] if limit else []
         started = time.perf_counter()
@@ -66,7 +67,7 @@ def command_run(dataset: str, epochs: int | None, seed: int, limit: int | None) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arch", default="fast")
+    parser.add_argument("--arch", default=None, help="default: fast; with --command, the command's own default")
     parser.add_argument(
         "--epochs",
         default=None,
@@ -89,9 +90,12 @@ def main() -> None:
     if arguments.dataset != "mnist" and not arguments.command:
         parser.error("--dataset is for --command (in process, the benchmark trains on MNIST)")
     dataset = arguments.dataset
-    trained = recipe(arguments.arch, dataset)
+    arch = arguments.arch or "fast"
+    trained = recipe(arch, dataset)
     measure = (
-        functools.partial(command_run, dataset) if arguments.command else functools.partial(one_run, arguments.arch)
+        functools.partial(command_run, dataset, arguments.arch)
+        if arguments.command
+        else functools.partial(one_run, arch)
     )
     rows = []
     for epochs in budgets:
@@ -99,7 +103,7 @@ def main() -> None:
         for seed in range(seeds):
             runs.append(measure(epochs, seed, limit))
             print(
-                f"{arguments.arch} {epochs or 'recipe'} epochs, seed {seed}: {runs[-1]['test_accuracy']:.4f} "
+                f"{arch} {epochs or 'recipe'} epochs, seed {seed}: {runs[-1]['test_accuracy']:.4f} "
                 f"in {runs[-1]['seconds']:.1f} s",
                 file=sys.stderr,
             )
@@ -122,7 +126,7 @@ def main() -> None:
         print(f"time to >= {target:.2%} (median of {seeds} seeds): {verdict}")
     result = {
         "benchmark": "time to accuracy",
-        "arch": arguments.arch,
+        "arch": arch,
         "dataset": dataset,
         "recipe": {key: value for key, value in vars(trained).items() if key != "epochs"},
         "precision": resolved_precision(trained.precision, torch.device("cpu")),  # "auto" as it trained
@@ -133,7 +137,8 @@ def main() -> None:
         "budgets": rows,
         **machine(),
     }
-    name = ("command" if dataset == "mnist" else f"command-{dataset}") if arguments.command else arguments.arch
+    command_name = "-".join(["command", *([dataset] if dataset != "mnist" else []), *([arguments.arch] if arguments.arch else [])])
+    name = command_name if arguments.command else arch
     write_result(arguments.out or f"benchmarks/results/time_to_accuracy-{name}.json", result, arguments.tiny)
 
 

@@ -124,6 +124,49 @@ def test_onecycle_schedule_warms_up_then_decays_to_zero():
     assert rates[-1] < config.learning_rate / 50
 
 
+def test_the_optimizer_steps_exactly_as_torch_optim_sgd_and_its_state_reads_back(mnist):
+    """NesterovSGD (made so training need not import torch.optim's dynamo) against torch.optim.SGD itself: ten
+    steps on real digits, with weight decay on the weights only, give the same weights; a copy loaded from its
+    state_dict halfway then takes the same steps."""
+    import copy
+
+    from digitcnn.train import NesterovSGD, make_optimizer
+
+    (x_train, y_train), _ = mnist
+    images = torch.from_numpy(x_train[:640]).float().div(255).unsqueeze(1)
+    labels = torch.from_numpy(y_train[:640]).long()
+    torch.manual_seed(0)
+    ours = build_model("fast")
+    theirs, resumed = copy.deepcopy(ours), copy.deepcopy(ours)
+    initial = weights(ours)
+    config = recipe("fast")
+    optimizers = [make_optimizer(model, config) for model in (ours, resumed)]
+    assert isinstance(optimizers[0], NesterovSGD)
+    groups = [{"params": [p for p in theirs.parameters() if p.dim() > 1], "weight_decay": config.weight_decay}]
+    groups.append({"params": [p for p in theirs.parameters() if p.dim() <= 1], "weight_decay": 0.0})
+    reference = torch.optim.SGD(groups, lr=config.learning_rate, momentum=config.momentum, nesterov=True)
+
+    def step(model, optimizer, index):
+        batch = slice(64 * index, 64 * (index + 1))
+        optimizer.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(images[batch]), labels[batch]).backward()
+        optimizer.step()
+
+    for index in range(10):
+        for model, optimizer in [(ours, optimizers[0]), (theirs, reference)] + [(resumed, optimizers[1])] * (index < 5):
+            step(model, optimizer, index)
+        if index == 4:  # the state through torch.optim's own loader and back, as a checkpoint takes it
+            through_torch = torch.optim.SGD(groups, lr=config.learning_rate, momentum=config.momentum, nesterov=True)
+            through_torch.load_state_dict(optimizers[1].state_dict())
+            optimizers[1].load_state_dict(through_torch.state_dict())
+    for index in range(5, 10):
+        step(resumed, optimizers[1], index)
+    for name, value in weights(theirs).items():
+        torch.testing.assert_close(weights(ours)[name], value, rtol=1e-5, atol=1e-6, msg=name)
+        torch.testing.assert_close(weights(resumed)[name], value, rtol=1e-5, atol=1e-6, msg=name)
+    assert not torch.equal(weights(ours)["body.0.weight"], initial["body.0.weight"])  # the steps did move it
+
+
 @pytest.mark.parametrize(("arch", "limit", "extra"), [("fast", 6000, ["--ema-decay", "0.9"]), ("seed", 1600, [])])
 def test_a_killed_run_resumes_to_the_weights_it_would_have_had(tmp_path, arch, limit, extra):
     """A real SIGKILL after the first epoch's checkpoint, then --resume: the same final weights as a run

@@ -195,6 +195,7 @@ QUICK = dataclasses.replace(ONE_CYCLE, epochs=3, translate=1.0, precision="auto"
 RECIPES: dict[str, TrainConfig] = {
     "fast": QUICK,
     "strided": QUICK,  # fast's: 2 epochs, batch 512 did worse on the validation split
+    "lean": QUICK,
     "seed": TUTORIAL,
     "best": AUGMENTED,
     "deep": AUGMENTED,  # best's recipe, untuned

@@ -8,7 +8,7 @@ import sys
 INPUT_STATISTICS = {"mnist": (0.1307, 0.3081), "fashion-mnist": (0.2860, 0.3530)}
 ACTIVATIONS = ("relu", "leaky_relu")
 # The architectures models.py registers, by name (models.register refuses a name not listed here).
-ARCHITECTURE_NAMES = ("seed", "fast", "strided", "best", "deep", "unpooled")
+ARCHITECTURE_NAMES = ("seed", "fast", "strided", "lean", "best", "deep", "unpooled")
 
 
 @dataclasses.dataclass

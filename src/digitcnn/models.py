@@ -212,6 +212,27 @@ def strided_network(config: ModelConfig) -> nn.Module:
     )
 
 
+@register("lean")
+def lean_network(config: ModelConfig) -> nn.Module:
+    """`fast` with less done at full size and at 14x14, for issue 20's time budget: the first convolution's output
+    is pooled before its BatchNorm and ReLU (so they run at 14x14; its BatchNorm is not folded for inference), and
+    the 32-channel convolution runs at 7x7. 4.7 MFLOP per image rather than 7.5, a training step ~1.4x faster,
+    as accurate on the validation split (benchmarks/README.md)."""
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1, bias=False),  # 28x28
+        nn.MaxPool2d(2),  # 14x14
+        nn.BatchNorm2d(16),
+        activation_layer(config),
+        *conv_block(16, 32, config),
+        nn.MaxPool2d(2),  # 7x7
+        *conv_block(32, 32, config),
+        *conv_block(32, 64, config),
+        nn.MaxPool2d(2),  # 3x3
+        nn.Flatten(),
+        nn.Linear(64 * 3 * 3, config.num_classes),
+    )
+
+
 @register("best")
 def best_network(config: ModelConfig) -> nn.Module:
     """`fast` doubled in width and with a second convolution at 7x7: 22 MFLOP per image, 3x `fast` and 1/4 of

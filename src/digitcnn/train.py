@@ -82,13 +82,65 @@ def vary_strokes(pixels: torch.Tensor, amounts: torch.Tensor) -> torch.Tensor:
     )
 
 
-def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+class NesterovSGD:
+    """torch.optim.SGD(nesterov=True)'s arithmetic, step for step, without torch.optim: the first optimizer made
+    from torch.optim imports torch._dynamo, 1.2 s of the default command's budget (issue 20). The same interface
+    as far as fit and finetune use it: param_groups, zero_grad, step, state_dict, load_state_dict (checkpoints
+    of either read into the other)."""
+
+    def __init__(self, groups: list[dict], lr: float, momentum: float):
+        self.param_groups = [{"lr": lr, "momentum": momentum, **group, "params": list(group["params"])} for group in groups]
+        self.momentum_buffers: dict[nn.Parameter, torch.Tensor] = {}
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [parameter for group in self.param_groups for parameter in group["params"]]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for parameter in self.parameters():
+            parameter.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for group in self.param_groups:
+            momentum, weight_decay = group["momentum"], group["weight_decay"]
+            for parameter in group["params"]:
+                if parameter.grad is None:
+                    continue
+                gradient = parameter.grad.add(parameter, alpha=weight_decay) if weight_decay else parameter.grad
+                buffer = self.momentum_buffers.get(parameter)
+                if buffer is None:
+                    buffer = self.momentum_buffers[parameter] = gradient.clone()
+                else:
+                    buffer.mul_(momentum).add_(gradient)
+                parameter.add_(gradient.add(buffer, alpha=momentum), alpha=-group["lr"])
+
+    def state_dict(self) -> dict:
+        """torch.optim's layout: state by the parameter's position, each group's parameters as positions."""
+        positions = {parameter: index for index, parameter in enumerate(self.parameters())}
+        state = {positions[parameter]: {"momentum_buffer": buffer} for parameter, buffer in self.momentum_buffers.items()}
+        groups, start = [], 0
+        for group in self.param_groups:
+            count = len(group["params"])
+            groups.append({**group, "params": list(range(start, start + count))})
+            start += count
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        parameters = self.parameters()
+        for group, saved in zip(self.param_groups, state_dict["param_groups"], strict=True):
+            group.update({key: saved[key] for key in ("lr", "momentum", "weight_decay")})
+        self.momentum_buffers = {
+            parameters[int(index)]: values["momentum_buffer"].clone() for index, values in state_dict["state"].items()
+        }
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig):
     # Weight decay on the weights of convolutions and linear layers only, not on BatchNorm or biases.
     decayed = [p for p in model.parameters() if p.dim() > 1]
     others = [p for p in model.parameters() if p.dim() <= 1]
     groups = [{"params": decayed, "weight_decay": config.weight_decay}, {"params": others, "weight_decay": 0.0}]
     if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.learning_rate, momentum=config.momentum, nesterov=True)
+        return NesterovSGD(groups, lr=config.learning_rate, momentum=config.momentum)
     return (
         torch.optim.AdamW(groups, lr=config.learning_rate)
         if config.weight_decay
