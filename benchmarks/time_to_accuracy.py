@@ -4,7 +4,7 @@ over several seeds; each run's test accuracy is measured once, at its end.
 A one-cycle schedule's middle epochs are not a shorter run's result, so each epoch budget is its own run:
 `--epochs 3,6` trains the recipe for 3 epochs and, separately, for 6.
 
-    .venv/bin/python -m benchmarks.time_to_accuracy                        # fast: 3 and 6 epochs, seeds 0-2
+    .venv/bin/python -m benchmarks.time_to_accuracy                        # lean: 3 and 6 epochs, seeds 0-2
     .venv/bin/python -m benchmarks.time_to_accuracy --arch best --epochs 0 # best, its own recipe's epochs
     .venv/bin/python -m benchmarks.time_to_accuracy --command              # `digitcnn train` itself, seeds 0-2
     .venv/bin/python -m benchmarks.time_to_accuracy --command --dataset fashion-mnist  # ...on Fashion-MNIST
@@ -28,7 +28,7 @@ import torch
 
 from benchmarks.common import machine, write_result
 from digitcnn import build_model, evaluate, fit, load_data
-from digitcnn.config import DataConfig, read_run_config, recipe
+from digitcnn.config import DEFAULT_ARCH, DataConfig, default_arch, read_run_config, recipe
 from digitcnn.train import resolved_precision
 
 TARGETS = (0.9940, 0.9950)  # the tutorial's 99.39%, rounded up, and the second goal
@@ -67,7 +67,7 @@ def command_run(dataset: str, arch: str | None, epochs: int | None, seed: int, l
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arch", default=None, help="default: fast; with --command, the command's own default")
+    parser.add_argument("--arch", default=None, help=f"default: {DEFAULT_ARCH}; with --command, the command's own")
     parser.add_argument(
         "--epochs",
         default=None,
@@ -90,7 +90,7 @@ def main() -> None:
     if arguments.dataset != "mnist" and not arguments.command:
         parser.error("--dataset is for --command (in process, the benchmark trains on MNIST)")
     dataset = arguments.dataset
-    arch = arguments.arch or "fast"
+    arch = arguments.arch or default_arch(dataset)
     trained = recipe(arch, dataset)
     measure = (
         functools.partial(command_run, dataset, arguments.arch)
@@ -137,7 +137,9 @@ def main() -> None:
         "budgets": rows,
         **machine(),
     }
-    command_name = "-".join(["command", *([dataset] if dataset != "mnist" else []), *([arguments.arch] if arguments.arch else [])])
+    command_name = "-".join(
+        ["command", *([dataset] if dataset != "mnist" else []), *([arguments.arch] if arguments.arch else [])]
+    )
     name = command_name if arguments.command else arch
     write_result(arguments.out or f"benchmarks/results/time_to_accuracy-{name}.json", result, arguments.tiny)
 

@@ -19,7 +19,7 @@ def test_train_through_the_cli_writes_a_complete_run_folder(small_run):
         path.name for path in out.iterdir()
     }
     config = json.loads((out / "config.json").read_text())
-    assert config["model"]["arch"] == "fast" and config["train"]["epochs"] == 2
+    assert config["model"]["arch"] == "lean" and config["train"]["epochs"] == 2  # the default network for digits
     assert config["data"] == {
         "dataset": "mnist",
         "path": None,
@@ -34,6 +34,14 @@ def test_train_through_the_cli_writes_a_complete_run_folder(small_run):
     assert len(read_history(out)) == 2
     assert "epoch 2/2" in result.stderr  # one line per epoch when not on a terminal
     assert Image.open(out / "predictions.png").size[0] > 400
+
+
+def test_fashion_mnist_trains_its_own_default_network_and_recipe(tmp_path):
+    out = tmp_path / "clothes"
+    run_cli("train", "--dataset", "fashion-mnist", "--limit", 1000, "--epochs", 1, "--quiet", "--out", out, check=True)
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["arch"] == "fast" and config["data"]["dataset"] == "fashion-mnist"
+    assert config["model"]["class_names"][0] == "T-shirt/top"
 
 
 def test_evaluate_reports_the_full_test_set(small_run):

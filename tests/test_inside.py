@@ -40,7 +40,7 @@ SEED_LABELS = [
     "Conv2d 3×3, 64 → 128, 22×22",
     "MaxPool2d 2×2, 128 channels, 11×11",
 ]
-LAYER_COUNTS = {"seed": 4, "fast": 7, "strided": 6, "best": 8, "deep": 9, "unpooled": 10}
+LAYER_COUNTS = {"seed": 4, "fast": 7, "strided": 6, "lean": 7, "best": 8, "deep": 9, "unpooled": 10}
 MAX_RESPONSE_BYTES = 300 * 1024
 
 
@@ -69,17 +69,16 @@ def body_outputs(model, pixels) -> dict[str, torch.Tensor]:
 
 
 def expected_output(model, layer) -> str:
-    """The name of the body module whose output a layer shows: a pooling step's own, a convolution block's last
-    BatchNorm or activation before the next layer."""
+    """The name of the body module whose output a layer shows: a convolution's or pooling step's own, or the last
+    BatchNorm or activation after it before the next layer."""
     names = [name for name, _ in model.body.named_children()]
     modules = dict(model.body.named_children())
     end = layer.name
-    if layer.kind == "convolution":
-        for name in names[names.index(layer.name) + 1 :]:
-            if isinstance(modules[name], nn.Conv2d | nn.MaxPool2d | nn.AdaptiveAvgPool2d | nn.Flatten):
-                break
-            if isinstance(modules[name], nn.BatchNorm2d | nn.ReLU | nn.LeakyReLU):
-                end = name
+    for name in names[names.index(layer.name) + 1 :]:
+        if isinstance(modules[name], nn.Conv2d | nn.MaxPool2d | nn.AdaptiveAvgPool2d | nn.Flatten):
+            break
+        if isinstance(modules[name], nn.BatchNorm2d | nn.ReLU | nn.LeakyReLU):
+            end = name
     return end
 
 

@@ -3,9 +3,20 @@
 import argparse
 import dataclasses
 import sys
+import textwrap
 
 from . import commands
-from .config import DataConfig, FinetuneConfig, TrainConfig, choices, parse_knob, recipe_defaults, type_hints
+from .config import (
+    DATASET_DEFAULT_ARCHS,
+    DEFAULT_ARCH,
+    DataConfig,
+    FinetuneConfig,
+    TrainConfig,
+    choices,
+    parse_knob,
+    recipe_defaults,
+    type_hints,
+)
 from .errors import DigitcnnError
 from .model_config import ACTIVATIONS, ARCHITECTURE_NAMES
 
@@ -66,10 +77,17 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--data", metavar="PATH", help=DataConfig.__dataclass_fields__["path"].metadata["help"])
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's, but a line never breaks inside a hyphenated name ("fashion-mnist", "--batch-size")."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="digitcnn", description="Handwritten-digit recognition on PyTorch.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    formatter = argparse.ArgumentDefaultsHelpFormatter
+    formatter = HelpFormatter
 
     train = commands.add_parser(
         "train",
@@ -90,9 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--arch",
         type=architectures,
-        default=["fast"],
+        default=argparse.SUPPRESS,  # absent: the data set's default network, named in the help
         metavar="|".join(sorted(ARCHITECTURE_NAMES)),
-        help="architecture; with --ensemble, a comma-separated list for the members",
+        help=f"architecture; with --ensemble, a comma-separated list for the members (default: {DEFAULT_ARCH}; "
+        + ", ".join(f"{arch} on {dataset}" for dataset, arch in DATASET_DEFAULT_ARCHS.items())
+        + ")",
     )
     train.add_argument("--ensemble", type=positive_int, metavar="N", help="train N members (seeds seed..seed+N-1)")
     train.add_argument("--device", help="force a device (cpu, cuda, cuda:1, mps); default: the best available")

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from .config import DataConfig, FinetuneConfig, TrainConfig
+from .config import DataConfig, FinetuneConfig, TrainConfig, default_arch
 from .errors import DigitcnnError
 
 
@@ -47,24 +47,25 @@ def train_from(arguments) -> tuple[dict, str]:
     # Left out entirely, --resume can tell that no data option was given.
     data = DataConfig(**data_options) if data_options else None
     options = {"activation": arguments.activation, "device": arguments.device, **overrides}
-    out = arguments.out or f"runs/{'-'.join(arguments.arch)}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    archs = getattr(arguments, "arch", None) or [default_arch(arguments.dataset if arguments.data is None else None)]
+    out = arguments.out or f"runs/{'-'.join(archs)}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     verbose = not arguments.quiet
     if arguments.ensemble:
         options = {key: value for key, value in options.items() if value is not None and key != "seed"}
         result = train_ensemble(
             out,
             arguments.ensemble,
-            arguments.arch,
+            archs,
             data=data,
             seed=overrides.get("seed"),
             resume=arguments.resume,
             verbose=verbose,
             **options,
         )
-    elif len(arguments.arch) > 1:
+    elif len(archs) > 1:
         raise DigitcnnError("several architectures make sense only with --ensemble N")
     else:
-        result = train_run(out, arch=arguments.arch[0], data=data, resume=arguments.resume, verbose=verbose, **options)
+        result = train_run(out, arch=archs[0], data=data, resume=arguments.resume, verbose=verbose, **options)
     return result, out
 
 

@@ -119,10 +119,13 @@ def layers_to_show(model) -> list[Step]:
             block.parts.append(type(module).__name__)
         elif isinstance(module, DROPOUTS):
             continue
+        elif isinstance(module, POOLINGS):
+            # A BatchNorm or activation right after a pooling step (`lean` pools its first convolution before
+            # them) belongs to that step: its view is what the next convolution reads.
+            block = Step(name, "pooling", module, module, [type(module).__name__])
+            steps.append(block)
         else:
             block = None
-            if isinstance(module, POOLINGS):
-                steps.append(Step(name, "pooling", module, module, [type(module).__name__]))
     if not steps:
         raise NoLayersError(f"the {model.config.arch} network has no convolution or pooling layers to show")
     return steps

@@ -9,7 +9,7 @@ from typing import NamedTuple
 import torch
 
 from . import distributed
-from .config import DataConfig, read_run_config, recipe, update_run_config
+from .config import DataConfig, default_arch, read_run_config, recipe, update_run_config
 from .data import class_names, load_data
 from .errors import DigitcnnError
 from .folders import is_image_folder, read_samples, split_per_class
@@ -62,7 +62,7 @@ def skipped(problem: str) -> None:
 
 def train_run(
     out,
-    arch="fast",
+    arch=None,
     activation="relu",
     data: DataConfig | None = None,
     resume=False,
@@ -93,7 +93,9 @@ def train_run(
         raise DigitcnnError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     else:
         data = data or DataConfig()
-        train_config = recipe(arch, data.dataset if data.path is None else None, **overrides)
+        builtin = data.dataset if data.path is None else None
+        arch = arch or default_arch(builtin)
+        train_config = recipe(arch, builtin, **overrides)
         if train_config.reject and data.path is None and data.dataset != "mnist":
             raise DigitcnnError(f"--reject is for digits (mnist or your own data), not {data.dataset}")
     (x_train, y_train), (x_test, y_test), names = load_labelled(data)

@@ -89,7 +89,9 @@ class NesterovSGD:
     of either read into the other)."""
 
     def __init__(self, groups: list[dict], lr: float, momentum: float):
-        self.param_groups = [{"lr": lr, "momentum": momentum, **group, "params": list(group["params"])} for group in groups]
+        self.param_groups = [
+            {"lr": lr, "momentum": momentum, **group, "params": list(group["params"])} for group in groups
+        ]
         self.momentum_buffers: dict[nn.Parameter, torch.Tensor] = {}
 
     def parameters(self) -> list[nn.Parameter]:
@@ -117,7 +119,9 @@ class NesterovSGD:
     def state_dict(self) -> dict:
         """torch.optim's layout: state by the parameter's position, each group's parameters as positions."""
         positions = {parameter: index for index, parameter in enumerate(self.parameters())}
-        state = {positions[parameter]: {"momentum_buffer": buffer} for parameter, buffer in self.momentum_buffers.items()}
+        state = {
+            positions[parameter]: {"momentum_buffer": buffer} for parameter, buffer in self.momentum_buffers.items()
+        }
         groups, start = [], 0
         for group in self.param_groups:
             count = len(group["params"])
