@@ -59,8 +59,8 @@ def test_help_shows_each_architectures_own_default(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert (
         "passes over the training set (plateau: at most) "
-        "(default: 3 for fast, strided, lean; 20 for seed; 15 for best, deep, unpooled; 12 for fast on fashion-mnist)"
-        in text
+        "(default: 3 for fast, strided; 2 for lean; 20 for seed; 15 for best, deep, unpooled; "
+        "12 for fast on fashion-mnist)" in text
     )
     assert "peak learning rate (default: 0.2 for fast, strided, lean, best, deep, unpooled; 0.001 for seed)" in text
     assert "SGD momentum (default: 0.9)" in text and "(default: 0.1)" in text and "recipe default" not in text

@@ -65,9 +65,13 @@ def augment(pixels: torch.Tensor, config: TrainConfig, generator: torch.Generato
     # affine_grid maps output to input coordinates in [-1, 1]; one pixel is 2 / size there.
     shift_x, shift_y = uniform(config.translate) * 2 / width, uniform(config.translate) * 2 / height
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-    theta = torch.stack([torch.stack([cos, -sin, shift_x], 1), torch.stack([sin, cos, shift_y], 1)], 1)
-    grid = F.affine_grid(theta.to(pixels.device), list(pixels.shape), align_corners=False)
-    return F.grid_sample(pixels, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    # affine_grid's own sampling points (pixel centres, align_corners=False), computed by broadcasting: its batched
+    # matrix product of 784 x 3 by 3 x 2 per image took 2.1 ms a batch of 256 against 0.6 (issue 20).
+    xs = ((torch.arange(width, dtype=torch.float32) * 2 + 1) / width - 1).view(1, 1, width)
+    ys = ((torch.arange(height, dtype=torch.float32) * 2 + 1) / height - 1).view(1, height, 1)
+    cos, sin, shift_x, shift_y = (value.view(count, 1, 1) for value in (cos, sin, shift_x, shift_y))
+    grid = torch.stack([cos * xs - sin * ys + shift_x, sin * xs + cos * ys + shift_y], dim=-1)
+    return F.grid_sample(pixels, grid.to(pixels.device), mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 def vary_strokes(pixels: torch.Tensor, amounts: torch.Tensor) -> torch.Tensor:
