@@ -1,13 +1,15 @@
 """The speed levers, one at a time, against a reference in the same process: training steps per second of
 the `fast` and `seed` networks with and without channels_last, of the `fast` and `best` networks with their
-forward pass in bfloat16 and in float32, and Dropout's mask cost with nn.Dropout against ByteDropout. Sides
-alternate each round and the median is reported.
+forward pass in bfloat16 and in float32, of `lean` against `fast` (both in bfloat16, with each one's forward
+FLOPs per image), and Dropout's mask cost with nn.Dropout against ByteDropout. Sides alternate each round and
+the median is reported.
 
     .venv/bin/python -m benchmarks.levers            # 30 s to 3 minutes, by the CPU
     .venv/bin/python -m benchmarks.levers --tiny     # the CI smoke run
 """
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -47,6 +49,28 @@ def training_rate(
     return (len(images) // batch_size * batch_size) / (time.perf_counter() - started)
 
 
+def forward_mflops(arch: str) -> float:
+    """Millions of floating-point operations (two per multiply-add) in one image's forward pass through the
+    network's convolutions and linear layers, counted on the layers' real output shapes."""
+    model = build_model(arch).eval()
+    multiply_adds = 0
+
+    def count(module, inputs, output):
+        nonlocal multiply_adds
+        if isinstance(module, nn.Conv2d):
+            multiply_adds += output.numel() * module.in_channels // module.groups * math.prod(module.kernel_size)
+        else:
+            multiply_adds += output.numel() * module.in_features
+
+    layers = [module for module in model.modules() if isinstance(module, nn.Conv2d | nn.Linear)]
+    handles = [layer.register_forward_hook(count) for layer in layers]
+    with torch.no_grad():
+        model(torch.zeros(1, 1, 28, 28))
+    for handle in handles:
+        handle.remove()
+    return 2 * multiply_adds / 1e6
+
+
 def mask_milliseconds(layer: nn.Module, shape: tuple[int, ...], repeats: int) -> float:
     features = torch.ones(shape)
     layer.train()
@@ -76,6 +100,7 @@ def main() -> None:
         for layout in ("channels_last", "contiguous")
     }
     cases |= {"fast bfloat16": ("fast", True, "bfloat16")}  # against "fast channels_last", float32
+    cases |= {"lean bfloat16": ("lean", True, "bfloat16")}  # against "fast bfloat16": the default network's lever
     cases |= {f"best {precision}": ("best", True, precision) for precision in ("bfloat16", "float32")}
     # The seed network is 13x `fast`'s work per image, `best` 3x: fewer images keep each case's time alike.
     fewer_images = {"seed": max(256, arguments.images // 8), "best": max(256, arguments.images // 3)}
@@ -106,6 +131,12 @@ def main() -> None:
         "bfloat16 forward pass speed-up: "
         + ", ".join(f"{arch} {ratio:.2f}x" for arch, ratio in bfloat16_speedup.items())
     )
+    mflops = {arch: round(forward_mflops(arch), 2) for arch in ("fast", "lean", "best", "seed")}
+    lean_speedup = medians["lean bfloat16"] / medians["fast bfloat16"]
+    print(
+        f"lean against fast: {lean_speedup:.2f}x the images/s, {mflops['lean']:.2f} against {mflops['fast']:.2f} "
+        "MFLOP per image (forward)"
+    )
     print(
         f"dropout mask on {mask_shape}: nn.Dropout {mask_medians['nn.Dropout']:.1f} ms, "
         f"ByteDropout {mask_medians['ByteDropout']:.1f} ms"
@@ -116,6 +147,8 @@ def main() -> None:
         "training_images_per_second": medians,
         "channels_last_speedup": ratios,
         "bfloat16_speedup": bfloat16_speedup,
+        "lean_speedup": lean_speedup,
+        "forward_mflops_per_image": mflops,
         "dropout_mask_milliseconds": mask_medians,
         "dropout_mask_shape": mask_shape,
         **machine(),

@@ -50,9 +50,13 @@ def test_levers_benchmark_measures_every_lever(tmp_path):
         "seed channels_last",
         "seed contiguous",
         "fast bfloat16",
+        "lean bfloat16",
         "best bfloat16",
         "best float32",
     }
+    # Counted on the layers' real shapes, two per multiply-add: the figures models.py's docstrings give.
+    assert result["forward_mflops_per_image"] == {"fast": 7.46, "lean": 4.75, "best": 43.83, "seed": 96.96}
+    assert result["lean_speedup"] > 0
     assert result["bfloat16_speedup"]["fast"] > 0 and result["bfloat16_speedup"]["best"] > 0
     assert all(value > 0 for value in result["dropout_mask_milliseconds"].values())
 

@@ -71,7 +71,7 @@ def train_run(
     **overrides,
 ) -> dict:
     """Trains into run folder `out` and returns its results (also written to config.json["results"]). `overrides`
-    are TrainConfig knobs on top of the architecture's recipe.
+    are TrainConfig knobs on top of the architecture's recipe; with no `arch`, the data set's default network.
 
     With the `reject` knob, a digit model learns a last class, "not a digit", from generated non-digits, and its
     threshold is chosen on the validation split. With resume=True everything (architecture, data, recipe) comes

@@ -235,7 +235,7 @@ def lean_network(config: ModelConfig) -> nn.Module:
 
 @register("best")
 def best_network(config: ModelConfig) -> nn.Module:
-    """`fast` doubled in width and with a second convolution at 7x7: 22 MFLOP per image, 3x `fast` and 1/4 of
+    """`fast` doubled in width and with a second convolution at 7x7: 44 MFLOP per image, 6x `fast` and under half
     the seed network's; with augmentation and a longer schedule, the accurate single model."""
     return nn.Sequential(
         *conv_block(1, 32, config),  # 28x28
@@ -255,7 +255,7 @@ def best_network(config: ModelConfig) -> nn.Module:
 @register("deep")
 def deep_network(config: ModelConfig) -> nn.Module:
     """Two convolutions at every scale, the first pair at full 28x28 resolution before any pooling, and a global
-    average over the last 7x7 instead of `best`'s flattened 3x3: 29 MFLOP per image. Built as an ensemble member
+    average over the last 7x7 instead of `best`'s flattened 3x3: 58 MFLOP per image. Built as an ensemble member
     unlike `best` (benchmarks/README.md has how it did)."""
     return nn.Sequential(
         *conv_block(1, 32, config),
@@ -277,7 +277,7 @@ def deep_network(config: ModelConfig) -> nn.Module:
 def unpooled_network(config: ModelConfig) -> nn.Module:
     """Ten unpadded 3x3 convolutions, widening by 8 channels each, and no pooling: every layer sees the whole
     digit at full detail and the last 8x8 map keeps where each feature is. The shape of the 3x3 no-pooling
-    members of An et al. (2020, "up to 99.87%" test accuracy for a vote of three), at half their width: 43 MFLOP
+    members of An et al. (2020, "up to 99.87%" test accuracy for a vote of three), at half their width: 87 MFLOP
     per image, 2x `best`'s. Built to make mistakes other than `best`'s and `deep`'s (benchmarks/README.md has
     whether it does)."""
     widths = [16, 24, 32, 40, 48, 56, 64, 72, 80, 88]

@@ -142,7 +142,7 @@ class NesterovSGD:
         }
 
 
-def make_optimizer(model: nn.Module, config: TrainConfig):
+def make_optimizer(model: nn.Module, config: TrainConfig) -> NesterovSGD | torch.optim.Optimizer:
     # Weight decay on the weights of convolutions and linear layers only, not on BatchNorm or biases.
     decayed = [p for p in model.parameters() if p.dim() > 1]
     others = [p for p in model.parameters() if p.dim() <= 1]
