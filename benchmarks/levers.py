@@ -102,7 +102,8 @@ def main() -> None:
     cases |= {"fast bfloat16": ("fast", True, "bfloat16")}  # against "fast channels_last", float32
     cases |= {"lean bfloat16": ("lean", True, "bfloat16")}  # against "fast bfloat16": the default network's lever
     cases |= {f"best {precision}": ("best", True, precision) for precision in ("bfloat16", "float32")}
-    # The seed network is 13x `fast`'s work per image, `best` 3x: fewer images keep each case's time alike.
+    # The seed network trains ~11x slower than `fast`, `best` ~3.5x (levers.json; 13x and 6x its FLOPs per image):
+    # fewer images keep each case's time alike.
     fewer_images = {"seed": max(256, arguments.images // 8), "best": max(256, arguments.images // 3)}
     rates: dict[str, list[float]] = {name: [] for name in cases}
     masks: dict[str, list[float]] = {"nn.Dropout": [], "ByteDropout": []}
