@@ -269,7 +269,8 @@ def test_the_shipped_model_reads_through_its_twin_without_importing_pytorch(mnis
     reading = json.loads(run_cli("predict", "--json", image, check=True).stdout)
     assert reading["text"] == "7"
     assert "torch" not in imported_after(f"from digitcnn.cli import main; main(['predict', {str(image)!r}])")
-    assert "torch" not in imported_after("from digitcnn.cli import main; main(['--help'])")
+    # Nor numpy for --help: its import alone is a third of the 0.3-s budget on an AVX2 EPYC.
+    assert {"torch", "numpy"}.isdisjoint(imported_after("from digitcnn.cli import main; main(['--help'])"))
     assert "torch" not in imported_after("import digitcnn; digitcnn.read(" + repr(str(image)) + ")")
 
 

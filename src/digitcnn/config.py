@@ -11,7 +11,6 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from .data import Dataset
 from .errors import ModelError
 from .files import atomic_write
 from .model_config import ModelConfig, model_config_from_dict
@@ -20,6 +19,7 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"  # a run folder's model, beside its config
 STRIPS_FILE = "strips.safetensors"  # a fine-tuned run's own strip reader (strips.py), taught the same hand
 
+Dataset = Literal["mnist", "fashion-mnist"]  # the built-in data sets (data.py loads them)
 Optimizer = Literal["adam", "sgd"]  # sgd: with Nesterov momentum
 # onecycle: linear warm-up, then linear decay to zero. plateau: warm-up, the peak held while validation accuracy
 # improves (within `epochs` and `time_budget`), then one epoch of linear decay to zero: as long as the data needs.

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import Dataset
 from .errors import DataError
 from .files import atomic_path
 from .pixels import IMAGE_SHAPE, SIDE
 
-Dataset = typing.Literal["mnist", "fashion-mnist"]  # the built-in data sets
 DATASETS = typing.get_args(Dataset)
 CLASS_NAMES = {
     "mnist": [str(digit) for digit in range(10)],
