@@ -47,6 +47,13 @@ def test_every_architecture_maps_pixels_to_finite_logits(arch, activation):
     assert model.config.arch == arch and model.config.activation == activation
 
 
+def test_with_no_name_the_python_api_builds_the_network_the_command_trains():
+    from digitcnn.config import default_arch
+
+    assert build_model().config.arch == default_arch("mnist") == "lean"
+    assert build_model(dataset="fashion-mnist").config.arch == default_arch("fashion-mnist") == "fast"
+
+
 def test_unknown_names_are_refused_with_the_choices():
     with pytest.raises(ValueError, match="seed"):
         build_model("resnet9000")

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from .config import default_arch
 from .model_config import ACTIVATIONS, ARCHITECTURE_NAMES, ModelConfig
 from .pixels import as_pixels
 
@@ -91,8 +92,10 @@ class Gated(nn.Module):
 COMPOSITES = {"ensemble": Ensemble, "gated": Gated}
 
 
-def build_model(arch: str = "fast", activation: str = "relu", num_classes: int = 10, **config) -> Classifier:
-    """Builds an untrained model by architecture name; extra keywords are ModelConfig fields."""
+def build_model(arch: str | None = None, activation: str = "relu", num_classes: int = 10, **config) -> Classifier:
+    """Builds an untrained model by architecture name, by default the network `digitcnn train` trains for the
+    `dataset` keyword's data set (MNIST's when none); extra keywords are ModelConfig fields."""
+    arch = arch or default_arch(config.get("dataset"))
     if arch not in ARCHITECTURES and arch not in COMPOSITES:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(sorted(ARCHITECTURES))}")
     if activation not in ACTIVATIONS:
