@@ -2,7 +2,9 @@
 the `fast` and `seed` networks with and without channels_last, of the `fast` and `best` networks with their
 forward pass in bfloat16 and in float32, of `lean` against `fast` (both in bfloat16, with each one's forward
 FLOPs per image), and Dropout's mask cost with nn.Dropout against ByteDropout. Sides alternate each round and
-the median is reported.
+the median is reported. `lean` against `fast` is measured in the precision `auto` trains in on this CPU, and so
+is the one lever that cannot be undone within a process, `train.keep_freed_memory` (what the training commands
+set): its two sides each run in a fresh process.
 
     .venv/bin/python -m benchmarks.levers            # 30 s to 3 minutes, by the CPU
     .venv/bin/python -m benchmarks.levers --tiny     # the CI smoke run
@@ -11,6 +13,7 @@ the median is reported.
 import argparse
 import math
 import statistics
+import subprocess
 import sys
 import time
 
@@ -21,7 +24,7 @@ from torch import nn
 from benchmarks.common import machine, write_result
 from digitcnn import build_model, load_data
 from digitcnn.models import ByteDropout
-from digitcnn.train import autocast
+from digitcnn.train import autocast, keep_freed_memory, resolved_precision
 
 
 def training_rate(
@@ -47,6 +50,14 @@ def training_rate(
     for start in range(0, len(images) - batch_size + 1, batch_size):
         step(images[start : start + batch_size], labels[start : start + batch_size])
     return (len(images) // batch_size * batch_size) / (time.perf_counter() - started)
+
+
+def rate_in_fresh_process(keep_memory: bool, arch: str, precision: str, images: int) -> float:
+    """`training_rate` in a process of its own, with or without `keep_freed_memory`, which only process exit
+    undoes."""
+    command = [sys.executable, "-m", "benchmarks.levers", "--rate-of", arch, precision, "--images", str(images)]
+    command += ["--keep-freed-memory"] if keep_memory else []
+    return float(subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()[-1])
 
 
 def forward_mflops(arch: str) -> float:
@@ -87,12 +98,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--out", default="benchmarks/results/levers.json")
+    parser.add_argument("--rate-of", nargs=2, metavar=("ARCH", "PRECISION"), help=argparse.SUPPRESS)
+    parser.add_argument("--keep-freed-memory", action="store_true", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.tiny:
         arguments.images, arguments.rounds = 512, 1
+    if arguments.keep_freed_memory:
+        keep_freed_memory()
     (x_train, y_train), _ = load_data()
     images = torch.tensor(x_train[: arguments.images, None], dtype=torch.float32) / 255
     labels = torch.tensor(y_train[: arguments.images], dtype=torch.long)
+    if arguments.rate_of:  # one side of the memory lever, in its own process
+        print(training_rate(arguments.rate_of[0], True, arguments.rate_of[1], images, labels, 128))
+        return
+    native = resolved_precision("auto", torch.device("cpu"))
 
     cases = {
         f"{arch} {layout}": (arch, layout == "channels_last", "float32")
@@ -100,7 +119,9 @@ def main() -> None:
         for layout in ("channels_last", "contiguous")
     }
     cases |= {"fast bfloat16": ("fast", True, "bfloat16")}  # against "fast channels_last", float32
-    cases |= {"lean bfloat16": ("lean", True, "bfloat16")}  # against "fast bfloat16": the default network's lever
+    # The default network's lever, in the precision the default trains in here.
+    lean_against = "fast bfloat16" if native == "bfloat16" else "fast channels_last"
+    cases |= {f"lean {native}": ("lean", True, native)}
     cases |= {f"best {precision}": ("best", True, precision) for precision in ("bfloat16", "float32")}
     # The seed network trains ~11x slower than `fast`, `best` ~3.5x (levers.json; 13x and 6x its FLOPs per image):
     # fewer images keep each case's time alike.
@@ -116,6 +137,10 @@ def main() -> None:
             print(f"round {round_index + 1}: {name:22s} {rates[name][-1]:8.1f} images/s", file=sys.stderr)
         masks["nn.Dropout"].append(mask_milliseconds(nn.Dropout(0.25), mask_shape, repeats))
         masks["ByteDropout"].append(mask_milliseconds(ByteDropout(0.25), mask_shape, repeats))
+        for keep in (False, True):
+            name = f"lean {native}, freed memory {'kept' if keep else 'returned'}"
+            rates.setdefault(name, []).append(rate_in_fresh_process(keep, "lean", native, len(images)))
+            print(f"round {round_index + 1}: {name:22s} {rates[name][-1]:8.1f} images/s", file=sys.stderr)
 
     medians = {name: statistics.median(values) for name, values in rates.items()}
     mask_medians = {name: statistics.median(values) for name, values in masks.items()}
@@ -133,11 +158,13 @@ def main() -> None:
         + ", ".join(f"{arch} {ratio:.2f}x" for arch, ratio in bfloat16_speedup.items())
     )
     mflops = {arch: round(forward_mflops(arch), 2) for arch in ("fast", "lean", "best", "seed")}
-    lean_speedup = medians["lean bfloat16"] / medians["fast bfloat16"]
+    lean_speedup = medians[f"lean {native}"] / medians[lean_against]
     print(
-        f"lean against fast: {lean_speedup:.2f}x the images/s, {mflops['lean']:.2f} against {mflops['fast']:.2f} "
-        "MFLOP per image (forward)"
+        f"lean against fast ({native}): {lean_speedup:.2f}x the images/s, {mflops['lean']:.2f} against "
+        f"{mflops['fast']:.2f} MFLOP per image (forward)"
     )
+    memory_speedup = medians[f"lean {native}, freed memory kept"] / medians[f"lean {native}, freed memory returned"]
+    print(f"freed memory kept rather than returned (keep_freed_memory): {memory_speedup:.2f}x, lean {native}")
     print(
         f"dropout mask on {mask_shape}: nn.Dropout {mask_medians['nn.Dropout']:.1f} ms, "
         f"ByteDropout {mask_medians['ByteDropout']:.1f} ms"
@@ -149,6 +176,8 @@ def main() -> None:
         "channels_last_speedup": ratios,
         "bfloat16_speedup": bfloat16_speedup,
         "lean_speedup": lean_speedup,
+        "lean_precision": native,
+        "keep_freed_memory_speedup": memory_speedup,
         "forward_mflops_per_image": mflops,
         "dropout_mask_milliseconds": mask_medians,
         "dropout_mask_shape": mask_shape,

@@ -22,7 +22,9 @@ def given_knobs(arguments, config_class: type) -> dict:
 
 def run_train(arguments) -> int:
     from . import distributed
+    from .train import keep_freed_memory
 
+    keep_freed_memory()  # the command exits when training ends: its memory is better kept than handed back
     try:
         result, out = train_from(arguments)
         if distributed.is_main():
@@ -71,7 +73,9 @@ def train_from(arguments) -> tuple[dict, str]:
 
 def run_finetune(arguments) -> int:
     from .finetune import describe_results, finetune_run
+    from .train import keep_freed_memory
 
+    keep_freed_memory()
     config = FinetuneConfig(base=arguments.model, samples=arguments.data, **given_knobs(arguments, FinetuneConfig))
     out = arguments.out or f"runs/finetune-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     print("\n".join(describe_results(finetune_run(out, config, verbose=not arguments.quiet), out)))

@@ -376,6 +376,29 @@ def train_epoch(
     }
 
 
+# glibc's malloc gives a large block back to the system when it is freed (or trims the heap under it), so every
+# training step's activations and gradients land on fresh pages, each first touch a page fault. Kept instead:
+# blocks up to 32 MB (glibc's own ceiling for its moving threshold) come from the heap, and the heap is trimmed
+# only past 1 GB free. benchmarks.levers measures what it buys.
+MMAP_THRESHOLD_BYTES = 32 << 20
+TRIM_THRESHOLD_BYTES = 1 << 30
+
+
+def keep_freed_memory() -> bool:
+    """Has this process reuse the memory it frees rather than return it to the system: for a command that trains
+    and then exits (it keeps its peak memory until then), not for a library call or the server. True if the C
+    library took the settings (glibc: mallopt's M_MMAP_THRESHOLD -3 and M_TRIM_THRESHOLD -1)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # a C library without mallopt
+        return False
+    return bool(mallopt(-3, MMAP_THRESHOLD_BYTES)) and bool(mallopt(-1, TRIM_THRESHOLD_BYTES))
+
+
 def resolved_precision(precision: str, device: torch.device) -> str:
     """ "auto" as this device trains: bfloat16 on a CPU with native bfloat16 arithmetic (AVX512-BF16 or AMX),
     where it is faster; float32 elsewhere (emulated bfloat16 is slower, and GPUs were not measured)."""
