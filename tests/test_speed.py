@@ -44,16 +44,21 @@ def test_throughput_benchmark_runs_both_sides(tmp_path):
 
 def test_levers_benchmark_measures_every_lever(tmp_path):
     result, _ = tiny_benchmark("levers", tmp_path)
+    native = result["lean_precision"]  # what `auto` trains in on this CPU
+    assert native == ("bfloat16" if result["native_bfloat16"] else "float32")
     assert set(result["training_images_per_second"]) == {
         "fast channels_last",
         "fast contiguous",
         "seed channels_last",
         "seed contiguous",
         "fast bfloat16",
-        "lean bfloat16",
+        f"lean {native}",
         "best bfloat16",
         "best float32",
+        f"lean {native}, freed memory returned",
+        f"lean {native}, freed memory kept",
     }
+    assert result["keep_freed_memory_speedup"] > 0
     # Counted on the layers' real shapes, two per multiply-add: the figures models.py's docstrings give.
     assert result["forward_mflops_per_image"] == {"fast": 7.46, "lean": 4.75, "best": 43.83, "seed": 96.96}
     assert result["lean_speedup"] > 0
