@@ -118,8 +118,7 @@ def test_an_unknown_precision_optimizer_or_schedule_is_a_one_line_error():
 def test_with_freed_memory_kept_training_steps_reuse_pages_already_touched():
     """What `digitcnn train` sets before training. Each step of `lean` makes and frees megabytes of activations and
     gradients; kept, after a few steps they land on pages the process has already touched, while glibc's default
-    hands some back and faults them in afresh, step after step (thousands of page faults, most of a step's time
-    on some machines: benchmarks.levers)."""
+    hands some back and faults them in afresh, step after step (benchmarks.levers measures what that costs)."""
     probe = (
         "import resource, sys, torch\n"
         "import torch.nn.functional as F\n"
@@ -131,13 +130,13 @@ def test_with_freed_memory_kept_training_steps_reuse_pages_already_touched():
         "optimizer = NesterovSGD([{'params': list(model.parameters()), 'weight_decay': 0.0}], lr=0.01, momentum=0.9)\n"
         "images, labels = torch.rand(128, 1, 28, 28), torch.randint(0, 10, (128,))\n"
         "faults = []\n"
-        "for _ in range(12):\n"
+        "for _ in range(20):\n"
         "    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
         "    optimizer.zero_grad(set_to_none=True)\n"
         "    F.cross_entropy(model(images), labels).backward()\n"
         "    optimizer.step()\n"
         "    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)\n"
-        "print(kept, faults[0], sum(faults[-8:]))\n"
+        "print(kept, faults[0], sum(faults[4:]))\n"
     )
     kept, returned = (
         subprocess.run([sys.executable, "-c", probe, side], capture_output=True, text=True, check=True).stdout.split()
@@ -145,7 +144,9 @@ def test_with_freed_memory_kept_training_steps_reuse_pages_already_touched():
     )
     assert kept[0] == "True" and returned[0] == "False"
     assert int(kept[1]) > 5_000  # the first step touches its pages for the first time either way
-    assert int(kept[2]) < 1_500 and int(returned[2]) > int(kept[2])
+    # After the first few steps: kept, a few hundred pages now and then (0-1,600 in 16 steps, seen on this
+    # project's machines); returned, thousands most steps (17,000-60,000).
+    assert int(kept[2]) < 5_000 and int(returned[2]) > 3 * int(kept[2])
 
 
 def test_onecycle_schedule_warms_up_then_decays_to_zero():
