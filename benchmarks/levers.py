@@ -1,10 +1,9 @@
 """The speed levers, one at a time, against a reference in the same process: training steps per second of
 the `fast` and `seed` networks with and without channels_last, of the `fast` and `best` networks with their
-forward pass in bfloat16 and in float32, of `lean` against `fast` (both in bfloat16, with each one's forward
-FLOPs per image), and Dropout's mask cost with nn.Dropout against ByteDropout. Sides alternate each round and
-the median is reported. `lean` against `fast` is measured in the precision `auto` trains in on this CPU, and so
-is the one lever that cannot be undone within a process, `train.keep_freed_memory` (what the training commands
-set): its two sides each run in a fresh process.
+forward pass in bfloat16 and in float32, of `lean` against `fast` (in the precision `auto` trains in on this CPU,
+with each one's forward FLOPs per image), of `lean` with and without `train.keep_freed_memory` (what the
+training commands set; it cannot be undone within a process, so each side runs in a fresh one), and Dropout's
+mask cost with nn.Dropout against ByteDropout. Sides alternate each round and the median is reported.
 
     .venv/bin/python -m benchmarks.levers            # 30 s to 3 minutes, by the CPU
     .venv/bin/python -m benchmarks.levers --tiny     # the CI smoke run
