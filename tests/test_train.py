@@ -202,7 +202,7 @@ def test_the_optimizer_steps_exactly_as_torch_optim_sgd_and_its_state_reads_back
     assert not torch.equal(weights(ours)["body.0.weight"], initial["body.0.weight"])  # the steps did move it
 
 
-@pytest.mark.parametrize(("arch", "limit", "extra"), [("fast", 6000, ["--ema-decay", "0.9"]), ("seed", 1600, [])])
+@pytest.mark.parametrize(("arch", "limit", "extra"), [("fast", 6000, ["--ema-decay", "0.9"]), ("seed", 800, [])])
 def test_a_killed_run_resumes_to_the_weights_it_would_have_had(tmp_path, arch, limit, extra):
     """A real SIGKILL after the first epoch's checkpoint, then --resume: the same final weights as a run
     that was never interrupted (data order, augmentation, dropout, optimizer and EMA state restored)."""
