@@ -91,7 +91,9 @@ def test_finetune_moves_the_answers_on_the_writer_s_held_out_samples(narrow_writ
     from digitcnn.recognize import read_images
 
     out = tmp_path / "mine"
-    assert main(["finetune", "--data", str(narrow_writer), "--out", str(out), "--holdout", "0.5", "--steps", "40"]) == 0
+    # The strip reader's lesson (most of a short fine-tune's time) is test_the_strip_reader_learns_the_hand_too's.
+    arguments = ["--holdout", "0.5", "--steps", "40", "--strip-steps", "0"]
+    assert main(["finetune", "--data", str(narrow_writer), "--out", str(out), *arguments]) == 0
     captured = capsys.readouterr()
     assert captured.err.count("skipped ") == 4  # the bad files, one line each, and it went on
     results = read_run_config(out).results
@@ -113,7 +115,8 @@ def test_finetune_moves_the_answers_on_the_writer_s_held_out_samples(narrow_writ
 
 def test_as_written_keeps_the_hand_for_the_fine_tune_alone_to_learn(narrow_writer, tmp_path, capsys):
     out = tmp_path / "as-written"
-    arguments = ["finetune", "--data", str(narrow_writer), "--out", str(out), "--steps", "5", "--as-written"]
+    arguments = ["finetune", "--data", str(narrow_writer), "--out", str(out), "--steps", "5", "--strip-steps", "0"]
+    arguments.append("--as-written")
     assert main(arguments) == 0
     results = read_run_config(out).results
     assert (results["writer_slant"], results["writer_width"]) == (0.0, 1.0)

@@ -84,13 +84,13 @@ def test_a_file_that_is_not_a_strip_reader_is_refused_in_one_line(tmp_path):
 
 def test_the_training_script_writes_a_reader_and_its_checked_twin(tmp_path, capsys):
     out = tmp_path / "reader.safetensors"
-    main(["--out", str(out), "--steps", "20", "--validation-numbers", "20"])
+    main(["--out", str(out), "--steps", "8", "--validation-numbers", "20"])
     with safe_open(str(out), framework="pt") as handle:
         recorded = json.loads(handle.metadata()[METADATA_KEY])
-    assert recorded["results"]["steps"] == 20 and len(recorded["results"]["validation_exact"]) == 4
+    assert recorded["results"]["steps"] == 8 and len(recorded["results"]["validation_exact"]) == 4
     twin = OnnxStripReader(out.with_suffix(".onnx"))
     assert twin.source_sha256 == file_sha256(out)
-    assert "step 20/20: loss" in capsys.readouterr().out
+    assert "step 8/8: loss" in capsys.readouterr().out
 
 
 def test_a_finer_pen_never_erases_a_number_of_hairline_strokes():
@@ -108,26 +108,26 @@ def test_an_interrupted_training_resumes_to_the_weights_of_one_never_interrupted
     out = tmp_path / "reader.safetensors"
     checkpoint = checkpoint_path(out)
 
-    def arguments(steps: int = 20) -> list[str]:
-        return ["--out", str(out), "--steps", str(steps), "--validation-numbers", "20", "--checkpoint-every", "8"]
+    def arguments(steps: int = 12) -> list[str]:
+        return ["--out", str(out), "--steps", str(steps), "--validation-numbers", "20", "--checkpoint-every", "4"]
 
     real_batch, batches = strip_training.batch, []
 
-    def interrupted_in_step_13(*given):
+    def interrupted_in_step_7(*given):
         batches.append(None)
-        if len(batches) == 13:
-            raise KeyboardInterrupt  # Ctrl-C: the checkpoint after step 8 is the last one written
+        if len(batches) == 7:
+            raise KeyboardInterrupt  # Ctrl-C: the checkpoint after step 4 is the last one written
         return real_batch(*given)
 
-    monkeypatch.setattr(strip_training, "batch", interrupted_in_step_13)
+    monkeypatch.setattr(strip_training, "batch", interrupted_in_step_7)
     with pytest.raises(SystemExit) as raised:
         main(arguments())
     monkeypatch.undo()
     assert raised.value.code == 130 and f"--resume continues from {checkpoint}" in capsys.readouterr().err
-    assert load_checkpoint_file(checkpoint)[1]["step"] == 8 and not out.exists()
+    assert load_checkpoint_file(checkpoint)[1]["step"] == 4 and not out.exists()
     # Other settings, starting afresh over the checkpoint, nothing to resume: one line each, the checkpoint kept.
     for argv, message in (
-        ([*arguments(steps=30), "--resume"], r"made with other settings \(steps 20 there, 30 here\)"),
+        ([*arguments(steps=30), "--resume"], r"made with other settings \(steps 12 there, 30 here\)"),
         (arguments(), "holds an interrupted run: pass --resume"),
         (["--out", str(tmp_path / "other.safetensors"), "--resume"], "nothing to resume"),
     ):
@@ -138,11 +138,11 @@ def test_an_interrupted_training_resumes_to_the_weights_of_one_never_interrupted
 
     main([*arguments(), "--resume"])
     printed = capsys.readouterr().out
-    assert "resuming after step 8/20" in printed and "step 20/20: loss" in printed
+    assert "resuming after step 4/12" in printed and "step 12/12: loss" in printed
     assert OnnxStripReader(out.with_suffix(".onnx")).source_sha256 == file_sha256(out)
     assert not checkpoint.exists()  # the run finished
     (images, labels), _ = mnist
-    uninterrupted = train_strip_reader(images, labels, StripTrainingConfig(steps=20), log=lambda line: None)
+    uninterrupted = train_strip_reader(images, labels, StripTrainingConfig(steps=12), log=lambda line: None)
     resumed = load_strip_reader(out).state_dict()
     for name, tensor in uninterrupted.state_dict().items():
         assert torch.equal(resumed[name], tensor), name

@@ -48,7 +48,18 @@ def test_teaching_a_digit_keeps_it_and_the_downloaded_zip_fine_tunes(browser, tm
     assert drawn in {path.read_bytes() for path in kept.rglob("*.png")}  # the same canvas PNG, full size
     out = tmp_path / "mine"
     result = run_cli(
-        "finetune", "--data", tmp_path / "downloaded", "--out", out, "--steps", 2, "--holdout", 0, check=True
+        "finetune",
+        "--data",
+        tmp_path / "downloaded",
+        "--out",
+        out,
+        "--steps",
+        2,
+        "--strip-steps",
+        2,
+        "--holdout",
+        0,
+        check=True,
     )
     assert "skipped" not in result.stderr
     assert read_run_config(out).results["samples_used"] == 2
