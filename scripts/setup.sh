@@ -24,4 +24,19 @@ fi
 extras="web,export"
 [ "$dev" = 1 ] && extras="web,export,bench,dev"
 # torch is pinned in pyproject.toml: its CPU wheel is on our machines' disk; unpinned, pip pulls a CUDA build.
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[$extras]"
+.venv/bin/python -m pip install --quiet --no-compile --disable-pip-version-check -e ".[$extras]"
+
+# Bytecode for what this run installed (the folders and modules new since the last run): pip compiles one file at
+# a time, compileall on every core (a fresh --dev setup: 62 + 40 s against 131 s on a 2-core EPYC). A file that
+# does not compile (torch ships one in a newer Python's syntax) is left to the interpreter, as pip leaves it.
+site_packages=$(.venv/bin/python -c "import sysconfig; print(sysconfig.get_path('purelib'))")
+stamp=.venv/.compiled
+if [ -e "$stamp" ]; then
+  mapfile -t installed < <(find "$site_packages" -mindepth 1 -maxdepth 1 -newer "$stamp")
+else
+  installed=("$site_packages")
+fi
+if [ "${#installed[@]}" -gt 0 ]; then
+  .venv/bin/python -m compileall -q -j 0 "${installed[@]}" >/dev/null || true
+fi
+touch "$stamp"
