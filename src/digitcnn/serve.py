@@ -260,18 +260,7 @@ def create_app(model_source: str | Path | None = None, workers: int = 1, samples
     async def api_predict(request: Request, include_input: bool = False):
         """An image as a multipart `file` field or as the raw body -> the same JSON object as
         `digitcnn predict --json` prints (plus `input`, the 28x28 the model saw, with ?include_input=true)."""
-        name, data = None, b""
-        if request.headers.get("content-type", "").startswith("multipart/form-data"):
-            form = await request.form(max_files=1, max_fields=4)
-            upload = form.get("file")
-            if upload is None or isinstance(upload, str):
-                return JSONResponse({"error": "multipart body without a 'file' field"}, status_code=422)
-            name, data = upload.filename, await upload.read()
-        else:
-            data = await request.body()
-        if not data:
-            return JSONResponse({"error": "empty body: send an image as multipart 'file' or raw"}, status_code=422)
-
+        name, data = await uploaded_image(request)
         return await reader.read(data, name, include_input)
 
     # --- samples taught on the page (serve --samples DIR) ---
