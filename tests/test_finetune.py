@@ -115,9 +115,8 @@ def test_finetune_moves_the_answers_on_the_writer_s_held_out_samples(narrow_writ
 
 def test_as_written_keeps_the_hand_for_the_fine_tune_alone_to_learn(narrow_writer, tmp_path, capsys):
     out = tmp_path / "as-written"
-    arguments = ["finetune", "--data", str(narrow_writer), "--out", str(out), "--steps", "5", "--strip-steps", "0"]
-    arguments.append("--as-written")
-    assert main(arguments) == 0
+    arguments = ["--steps", "5", "--strip-steps", "0", "--as-written"]
+    assert main(["finetune", "--data", str(narrow_writer), "--out", str(out), *arguments]) == 0
     results = read_run_config(out).results
     assert (results["writer_slant"], results["writer_width"]) == (0.0, 1.0)
     assert "your hand" not in capsys.readouterr().err

@@ -47,19 +47,7 @@ def test_teaching_a_digit_keeps_it_and_the_downloaded_zip_fine_tunes(browser, tm
     assert sorted(path.parent.name for path in kept.rglob("*.png")) == ["2", "7"]
     assert drawn in {path.read_bytes() for path in kept.rglob("*.png")}  # the same canvas PNG, full size
     out = tmp_path / "mine"
-    result = run_cli(
-        "finetune",
-        "--data",
-        tmp_path / "downloaded",
-        "--out",
-        out,
-        "--steps",
-        2,
-        "--strip-steps",
-        2,
-        "--holdout",
-        0,
-        check=True,
-    )
+    arguments = ["--steps", 2, "--strip-steps", 2, "--holdout", 0]
+    result = run_cli("finetune", "--data", tmp_path / "downloaded", "--out", out, *arguments, check=True)
     assert "skipped" not in result.stderr
     assert read_run_config(out).results["samples_used"] == 2
