@@ -82,6 +82,22 @@ async def send_json(send, status: int, payload: dict) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+async def uploaded_image(request: Request) -> tuple[str | None, bytes]:
+    """A request's image, as a multipart `file` field or the raw body: (its file name, its bytes)."""
+    name, data = None, b""
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        form = await request.form(max_files=1, max_fields=4)
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise StarletteHTTPException(422, "multipart body without a 'file' field")
+        name, data = upload.filename, await upload.read()
+    else:
+        data = await request.body()
+    if not data:
+        raise StarletteHTTPException(422, "empty body: send an image as multipart 'file' or raw")
+    return name, data
+
+
 # --- look inside (issue 19): the view's request work, its models and its route ---
 def look_inside_one(model, data: bytes, name: str | None, digit: int | None = None) -> tuple[dict, int]:
     """One uploaded image -> (the "look inside" JSON, its HTTP status): /api/predict's answer for it, plus each
@@ -115,22 +131,6 @@ def inside_models(model, model_source) -> dict[str, tuple]:
     if TUTORIAL_MODEL.exists():
         models["seed"] = (load_model(TUTORIAL_MODEL), model_results(TUTORIAL_MODEL))
     return models
-
-
-async def uploaded_image(request: Request) -> tuple[str | None, bytes]:
-    """A request's image, as a multipart `file` field or the raw body: (its file name, its bytes)."""
-    name, data = None, b""
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        form = await request.form(max_files=1, max_fields=4)
-        upload = form.get("file")
-        if upload is None or isinstance(upload, str):
-            raise StarletteHTTPException(422, "multipart body without a 'file' field")
-        name, data = upload.filename, await upload.read()
-    else:
-        data = await request.body()
-    if not data:
-        raise StarletteHTTPException(422, "empty body: send an image as multipart 'file' or raw")
-    return name, data
 
 
 def add_inside_routes(app: FastAPI, models: dict[str, tuple]) -> None:
