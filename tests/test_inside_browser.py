@@ -84,18 +84,16 @@ def test_drawing_fills_the_view_with_the_models_own_layer_outputs(page):
     # Hovering a tile enlarges it; so does tapping (a click), and a second tap shrinks it again.
     tile = page.locator(".inside-row .tile").nth(5)
     before = tile.bounding_box()["width"]
-    # The enlargement is a 0.1 s transition: wait until none runs, rather than a fixed time a busy CPU outlasts,
-    # and then the tile must be enlarged.
-    settled = "(tile => tile.getAnimations().length === 0)(document.querySelectorAll('.inside-row .tile')[5])"
-    enlarged = f"document.querySelectorAll('.inside-row .tile')[5].getBoundingClientRect().width >= {3.5 * before}"
+    # The enlargement is a 0.1 s transition: wait until none runs, rather than a fixed time a busy CPU outlasts.
+    settled = "tile => tile.getAnimations().length === 0"
     tile.hover()
-    page.wait_for_function(settled, timeout=5_000)
-    assert page.evaluate(enlarged)
+    page.wait_for_function(settled, arg=tile.element_handle(), timeout=5_000)
+    assert tile.bounding_box()["width"] >= 3.5 * before
     page.mouse.move(0, 0)
     tile.click()
     page.mouse.move(0, 0)
-    page.wait_for_function(settled, timeout=5_000)
-    assert "enlarged" in tile.get_attribute("class") and page.evaluate(enlarged)
+    page.wait_for_function(settled, arg=tile.element_handle(), timeout=5_000)
+    assert "enlarged" in tile.get_attribute("class") and tile.bounding_box()["width"] >= 3.5 * before
     tile.click()
     assert "enlarged" not in tile.get_attribute("class")
 
