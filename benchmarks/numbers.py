@@ -25,6 +25,7 @@ import io
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -251,6 +252,7 @@ def main() -> None:
         "--timings-only", action="store_true", help="only the two read times, into numbers-timings.json"
     )
     parser.add_argument("--no-strips", action="store_true", help="without the strip reader: the search's cuts alone")
+    parser.add_argument("--strips", default=None, help="another strip reader's .safetensors (a candidate to compare)")
     parser.add_argument(
         "--set", action="append", default=[], metavar="NAME=VALUE", help="a SegmentConfig knob (tune on --split train)"
     )
@@ -266,8 +268,10 @@ def main() -> None:
     except ValueError as error:
         parser.error(f"--set: {error}")
     config = dataclasses.replace(DEFAULTS, read_blobs=not arguments.no_strips, **knobs)
-    strips = None if arguments.no_strips else file_sha256(STRIP_READER)[:12]
     model = load_model(arguments.model)
+    if arguments.strips:
+        model.strip_weights = Path(arguments.strips)
+    strips = None if arguments.no_strips else file_sha256(model.strip_weights or STRIP_READER)[:12]
     (x_train, y_train), (x_test, y_test) = load_data()
     images, labels = (x_test, y_test) if arguments.split == "test" else (x_train[-6000:], y_train[-6000:])
     rng = np.random.default_rng(arguments.seed)

@@ -91,6 +91,18 @@ def test_the_training_script_writes_a_reader_and_its_checked_twin(tmp_path, caps
     twin = OnnxStripReader(out.with_suffix(".onnx"))
     assert twin.source_sha256 == file_sha256(out)
     assert "step 8/8: loss" in capsys.readouterr().out
+    # A further schedule from those weights (as the shipped reader was made): at a learning rate too small to move
+    # them, the new reader's convolutions are the old one's, and its file records what it went on from.
+    further = tmp_path / "further.safetensors"
+    main(["--out", str(further), "--from", str(out), "--steps", "2", "--learning-rate", "1e-9", "--seed", "1",
+          "--validation-numbers", "20"])  # fmt: skip
+    with safe_open(str(further), framework="pt") as handle:
+        results = json.loads(handle.metadata()[METADATA_KEY])["results"]
+    assert results["started_from"] == {"sha256": file_sha256(out), **recorded["results"]}
+    before, after = load_strip_reader(out).state_dict(), load_strip_reader(further).state_dict()
+    for name, tensor in before.items():
+        if name.endswith(".weight") and tensor.dim() > 1:  # convolutions (BatchNorm's statistics move in training)
+            assert torch.allclose(after[name], tensor, atol=1e-6), name
 
 
 def test_a_finer_pen_never_erases_a_number_of_hairline_strokes():

@@ -27,7 +27,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .errors import DigitcnnError, ModelError
-from .files import atomic_path
+from .files import atomic_path, file_sha256
 from .preprocess import morphology
 from .runs import load_checkpoint_file, load_weights_file, save_checkpoint_file  # the one safetensors reader
 from .strips import BLANK, FRAME, METADATA_KEY, STRIP_HEIGHT, decode, read_strips, strip_input
@@ -66,6 +66,8 @@ class StripTrainingConfig:
             raise ValueError(
                 f"steps and checkpoint_every must be at least 1, not {self.steps} and {self.checkpoint_every}"
             )
+        if not self.learning_rate > 0:
+            raise ValueError(f"the learning rate must be above 0, not {self.learning_rate}")
 
 
 class StripReader(nn.Module):
@@ -189,18 +191,27 @@ def learning_rate(step: int, config: StripTrainingConfig) -> float:
 
 
 def train_strip_reader(
-    images, labels, config: StripTrainingConfig, log=print, checkpoint: Path | None = None, resume: bool = False
+    images,
+    labels,
+    config: StripTrainingConfig,
+    log=print,
+    checkpoint: Path | None = None,
+    resume: bool = False,
+    start: Path | None = None,
 ) -> StripReader:
-    """The reader trained on numbers built from `images`. With `checkpoint`, the weights, AdamW's moments, the step
-    and both random generators (PyTorch's for dropout, numpy's for the numbers) are saved there every
-    `checkpoint_every` steps and after the last; `resume` continues from it to the weights an uninterrupted run
-    ends with (the learning rate is a function of the step, so the schedule needs nothing more)."""
+    """The reader trained on numbers built from `images`, from random weights or from the reader at `start` (a
+    further schedule of config.steps). With `checkpoint`, the weights, AdamW's moments, the step and both random
+    generators (PyTorch's for dropout, numpy's for the numbers) are saved there every `checkpoint_every` steps and
+    after the last; `resume` continues from it to the weights an uninterrupted run ends with (the learning rate is
+    a function of the step, so the schedule needs nothing more)."""
     if resume and checkpoint is None:
         raise ValueError("resuming needs the checkpoint to resume from")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     images, labels = images[: config.training_digits], labels[: config.training_digits]
     model = StripReader()
+    if start is not None:
+        model.load_state_dict(load_strip_reader(start).state_dict())
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     loss_function = nn.CTCLoss(blank=BLANK, zero_infinity=True)
     first_step, running, seconds_before = 0, [], 0.0
@@ -350,7 +361,6 @@ def export_strip_reader(model: StripReader, path, source) -> None:
     onnxruntime reads validation strips of every width as PyTorch does."""
     import warnings
 
-    from .files import file_sha256
     from .onnx_model import OPSET, TOLERANCE, import_extra
     from .strips import OnnxStripReader
 
@@ -380,6 +390,12 @@ def export_strip_reader(model: StripReader, path, source) -> None:
                     raise ModelError(f"the strip reader's ONNX export differs from PyTorch by {difference:.2e}")
 
 
+def read_results(path) -> dict:
+    """What a reader's file records of its training (its `results`), with the file's sha256."""
+    _, metadata = load_weights_file(path)
+    return {"sha256": file_sha256(path), **json.loads(metadata[METADATA_KEY]).get("results", {})}
+
+
 def load_strip_reader(path) -> StripReader:
     try:
         tensors, metadata = load_weights_file(path)
@@ -398,6 +414,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="the .safetensors file to write; its ONNX twin goes beside it")
     parser.add_argument("--steps", type=int, default=StripTrainingConfig.steps)
     parser.add_argument("--seed", type=int, default=StripTrainingConfig.seed)
+    parser.add_argument(
+        "--learning-rate", type=float, default=StripTrainingConfig.learning_rate, help="the schedule's peak"
+    )
+    parser.add_argument(
+        "--from",
+        dest="start",
+        default=None,
+        help="a reader's .safetensors to go on training for --steps (given again with --resume)",
+    )
     parser.add_argument("--validation-numbers", type=int, default=2000, help="numbers per spacing read after")
     parser.add_argument(
         "--checkpoint-every",
@@ -412,16 +437,22 @@ def main(argv: list[str] | None = None) -> None:
     checkpoint = checkpoint_path(arguments.out)
     try:
         config = StripTrainingConfig(
-            steps=arguments.steps, seed=arguments.seed, checkpoint_every=arguments.checkpoint_every
+            steps=arguments.steps,
+            seed=arguments.seed,
+            learning_rate=arguments.learning_rate,
+            checkpoint_every=arguments.checkpoint_every,
         )
     except ValueError as error:  # a knob out of range, reported as argparse reports its own
         parser.error(str(error))
     try:
         (images, labels), _ = load_data()
-        model = train_strip_reader(images, labels, config, checkpoint=checkpoint, resume=arguments.resume)
+        start = Path(arguments.start) if arguments.start else None
+        model = train_strip_reader(images, labels, config, checkpoint=checkpoint, resume=arguments.resume, start=start)
         validation = images[config.training_digits :], labels[config.training_digits :]
         exact = validation_accuracy(model, *validation, config, arguments.validation_numbers)
         results = {"validation_exact": exact, "steps": config.steps, "seed": config.seed}
+        if start is not None:  # what the run went on from, and its own settings and results
+            results.update(learning_rate=config.learning_rate, started_from=read_results(start))
         print(results)
         save_strip_reader(model, arguments.out, results)
         export_strip_reader(model, Path(arguments.out).with_suffix(".onnx"), arguments.out)
