@@ -91,8 +91,8 @@ def test_the_training_script_writes_a_reader_and_its_checked_twin(tmp_path, caps
     twin = OnnxStripReader(out.with_suffix(".onnx"))
     assert twin.source_sha256 == file_sha256(out)
     assert "step 8/8: loss" in capsys.readouterr().out
-    # A further schedule from those weights (as the shipped reader was made): at a learning rate too small to move
-    # them, the new reader's convolutions are the old one's, and its file records what it went on from.
+    # A further schedule from those weights (how benchmarks/README.md trained a reader further): at a learning rate
+    # too small to move them, the new reader's convolutions are the old one's, and its file records its start.
     further = tmp_path / "further.safetensors"
     main(["--out", str(further), "--from", str(out), "--steps", "2", "--learning-rate", "1e-9", "--seed", "1",
           "--validation-numbers", "20"])  # fmt: skip
