@@ -37,7 +37,7 @@ from digitcnn import load_data, load_model, predict
 from digitcnn.files import file_sha256
 from digitcnn.images import load_image
 from digitcnn.preprocess import preprocess
-from digitcnn.recognize import STRIP_READER, read_images
+from digitcnn.recognize import read_images, strip_weights
 from digitcnn.rejection import REJECT
 from digitcnn.segment import DEFAULTS, SegmentConfig
 from digitcnn.strip_training import scaled_digit
@@ -271,7 +271,7 @@ def main() -> None:
     model = load_model(arguments.model)
     if arguments.strips:
         model.strip_weights = Path(arguments.strips)
-    strips = None if arguments.no_strips else file_sha256(model.strip_weights or STRIP_READER)[:12]
+    strips = None if arguments.no_strips else file_sha256(strip_weights(model))[:12]
     (x_train, y_train), (x_test, y_test) = load_data()
     images, labels = (x_test, y_test) if arguments.split == "test" else (x_train[-6000:], y_train[-6000:])
     rng = np.random.default_rng(arguments.seed)

@@ -393,6 +393,8 @@ def export_strip_reader(model: StripReader, path, source) -> None:
 def read_results(path) -> dict:
     """What a reader's file records of its training (its `results`), with the file's sha256."""
     _, metadata = load_weights_file(path)
+    if METADATA_KEY not in metadata:
+        raise ModelError(f"{path} is not a strip reader: no {METADATA_KEY} metadata")
     return {"sha256": file_sha256(path), **json.loads(metadata[METADATA_KEY]).get("results", {})}
 
 
@@ -445,14 +447,16 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as error:  # a knob out of range, reported as argparse reports its own
         parser.error(str(error))
     try:
-        (images, labels), _ = load_data()
         start = Path(arguments.start) if arguments.start else None
+        # Read before the run, not after it: a start file moved or replaced meanwhile costs nothing trained.
+        started_from = read_results(start) if start is not None else None
+        (images, labels), _ = load_data()
         model = train_strip_reader(images, labels, config, checkpoint=checkpoint, resume=arguments.resume, start=start)
         validation = images[config.training_digits :], labels[config.training_digits :]
         exact = validation_accuracy(model, *validation, config, arguments.validation_numbers)
         results = {"validation_exact": exact, "steps": config.steps, "seed": config.seed}
-        if start is not None:  # what the run went on from, and its own settings and results
-            results.update(learning_rate=config.learning_rate, started_from=read_results(start))
+        if started_from is not None:  # what the run went on from, and its own settings and results
+            results.update(learning_rate=config.learning_rate, started_from=started_from)
         print(results)
         save_strip_reader(model, arguments.out, results)
         export_strip_reader(model, Path(arguments.out).with_suffix(".onnx"), arguments.out)
